@@ -1,0 +1,240 @@
+"""The `novagen` command line: a thin layer over the Python API.
+
+Tables by default, `--json` for machines.  Exit status: 0 success, 1 a check that ran and failed,
+2 bad input (one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from novagen.algebra import Algorithm, AnyAlgorithm, Matrix, format_point, from_dict
+from novagen.catalog import algorithm, catalog_entries
+from novagen.errors import InputError, NovagenError, TransformFileError
+from novagen.export import FORMATS, document, export, render, resolve_format
+from novagen.metrics import metrics
+from novagen.verify import Certificate, verify
+
+app = typer.Typer(
+    name="novagen",
+    help="Well-conditioned Winograd convolution transforms: show, verify, export, catalog.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+SPEC_HELP = 'a catalog name such as "F(6,3)/nova", or a spec such as "F(6,3)" or "F(4x4,3x3)"'
+POINTS_HELP = 'points for a spec: "0,3/5,-3/5,1,-1,7/6,-7/6" (inf is added), or a family: integer, classic, nova'
+SNAP_HELP = "round each point to the nearest rational with denominator <= N"
+
+
+def _out() -> Console:
+    """Stdout console; when piped, wide enough that tables are never wrapped mid-number."""
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=200)
+    return console
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, int):
+        return str(v)
+    if abs(v) >= 1e6:
+        return f"{v:.3e}"
+    return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.4g}"
+
+
+def _matrix_table(title: str, M: Matrix) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    for _ in M[0]:
+        table.add_column(justify="right")
+    for row in M:
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
+def _metrics_table(values: dict[str, Any]) -> Table:
+    table = Table(title="metrics", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in values.items():
+        table.add_row(k, _fmt(v))
+    return table
+
+
+def _points_text(alg: Algorithm) -> str:
+    return ", ".join(format_point(p) for p in alg.points) if alg.points else "(matrices only)"
+
+
+def _resolve(spec: str, points: str | None, snap: int | None) -> AnyAlgorithm:
+    return algorithm(spec, points, snap=snap)
+
+
+@app.command()
+def show(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    snap: int | None = typer.Option(None, "--snap", metavar="N", help=SNAP_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Matrices and metrics of an algorithm."""
+    alg = _resolve(spec, points, snap)
+    if as_json:
+        _print_json(document(alg))
+        return
+    out = _out()
+    axes = alg.axes
+    out.print(f"[bold]{alg.label}[/bold]  {alg.spec}  sha256 {alg.content_hash[:16]}")
+    for i, a in enumerate(axes):
+        if len(axes) > 1:
+            out.print(f"\n[bold]axis {i}[/bold]: {a.spec}")
+        out.print(f"points: {_points_text(a)}")
+        for label, M in (("AT", a.AT), ("G", a.G), ("BT", a.BT)):
+            out.print()
+            out.print(_matrix_table(f"{label} ({len(M)}×{len(M[0])})", M))
+    out.print()
+    out.print(_metrics_table(metrics(alg)))
+
+
+def _read_transform(path: Path) -> AnyAlgorithm:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TransformFileError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TransformFileError(f"{path} is not JSON (line {exc.lineno}: {exc.msg})") from None
+    return from_dict(data)
+
+
+def _certificate_table(cert: Certificate) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("algorithm", cert.algorithm.get("name") or cert.algorithm["spec"])
+    table.add_row("sha256", cert.hash)
+    table.add_row("result", "[green]exact[/green]" if cert.verified else "[red]NOT exact[/red]")
+    table.add_row("proven", "; ".join(cert.proven) or "-")
+    if cert.counterexample:
+        table.add_row("counterexample", cert.counterexample)
+    table.add_row("seconds", f"{cert.seconds:.3f}")
+    return table
+
+
+@app.command("verify")
+def verify_cmd(
+    spec: str | None = typer.Argument(None, help=SPEC_HELP),
+    points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    file: Path | None = typer.Option(None, "--file", "-f", help="a JSON file with AT, G, BT (as show --json writes)"),
+    symbolic_2d: bool | None = typer.Option(
+        None, "--symbolic-2d/--no-symbolic-2d", help="also prove the 2D nesting (default: when alpha <= 8)"),
+    as_json: bool = typer.Option(False, "--json", help="print the certificate as JSON"),
+) -> None:
+    """Prove symbolically that an algorithm computes the correlation; exit 1 if it does not."""
+    if (spec is None) == (file is None):
+        raise InputError("give either a spec or catalog name, or --file FILE (not both)")
+    alg = _read_transform(file) if file is not None else _resolve(spec or "", points, None)
+    console = Console(stderr=True)
+    if console.is_terminal and not as_json:
+        with console.status(f"proving {alg.label} ..."):
+            cert = verify(alg, symbolic_2d=symbolic_2d, strict=False)
+    else:
+        cert = verify(alg, symbolic_2d=symbolic_2d, strict=False)
+    if as_json:
+        _print_json(cert.to_dict())
+    else:
+        _out().print(_certificate_table(cert))
+    if not cert.verified:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_cmd(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    fmt: str | None = typer.Option(None, "--format", "-f", help=f"one of {', '.join(FORMATS)} (default: from -o)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="file to write (default: stdout)"),
+    points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    snap: int | None = typer.Option(None, "--snap", metavar="N", help=SNAP_HELP),
+) -> None:
+    """Write an algorithm as JSON, a C header, NumPy .npz, LaTeX or Markdown."""
+    name = resolve_format(fmt, output)
+    alg = _resolve(spec, points, snap)
+    if output is None:
+        if name == "npz":
+            raise InputError("npz is binary: give -o FILE.npz")
+        data = render(alg, name)
+        sys.stdout.write(data if isinstance(data, str) else data.decode())
+        return
+    path = export(alg, name, output)
+    Console(stderr=True).print(f"wrote {path} ({name})")
+
+
+@app.command("catalog")
+def catalog_cmd(
+    spec: str | None = typer.Argument(None, help='only entries of this spec, e.g. "F(6,3)"'),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON list"),
+) -> None:
+    """The verified algorithms that ship with novagen, with their metrics."""
+    entries = catalog_entries(spec)
+    rows = []
+    for e in entries:
+        rows.append({
+            "name": e.name,
+            "spec": str(e.algorithm.spec),
+            "points": [format_point(p) for p in e.algorithm.points or ()],
+            "hash": e.algorithm.content_hash,
+            "proven": e.certificate.get("proven", []),
+            "provenance": e.provenance,
+            "metrics": metrics(e.algorithm),
+        })
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"novagen catalog{' ' + spec if spec else ''}", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("points", overflow="fold")
+    for col, just in ( ("κ(V)", "right"), ("κ(AT)", "right"),
+                      ("κ(G)", "right"), ("κ(BT)", "right"), ("amplif. 2D", "right"), ("max |entry|", "right"),
+                      ("proven", "left")):
+        table.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    for row in rows:
+        m = row["metrics"]
+        proven = ", ".join(p.split()[0].replace("-symbolic", "") for p in row["proven"] if "symbolic" in p)
+        table.add_row(row["name"], ",".join(row["points"]), _fmt(m["vandermonde_cond"]), _fmt(m["cond_AT"]),
+                      _fmt(m["cond_G"]), _fmt(m["cond_BT"]), _fmt(m["amplification_2d"]), _fmt(m["max_entry"]),
+                      proven)
+    _out().print(table)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status (novagen's errors become one line on stderr)."""
+    try:
+        app(args=argv, prog_name="novagen")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except NovagenError as exc:
+        sys.stderr.write(f"novagen: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("novagen: interrupted\n")
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
