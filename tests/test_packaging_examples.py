@@ -1,0 +1,42 @@
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_first_example_runs(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "01_first_transforms.py"), str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "F(6,3)/nova" in result.stdout and "76.6" in result.stdout and "936.8" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f6_3-classic.h", "f6_3-integer.h", "f6_3-nova.h",
+                                                          "f6_3-own.h"]
+
+
+@pytest.mark.slow
+def test_non_editable_wheel_carries_the_catalog(tmp_path):
+    """pip install . (not editable) must find the catalog inside the installed package."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)],
+                   check=True, timeout=600)
+    (wheel,) = wheels.glob("novagen-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "novagen/_data/verify/f6_3-nova.json" in names
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run([str(py), "-c", "import novagen, novagen.catalog as c; print(novagen.__file__); "
+                            "print(c.data_dir('verify'))"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                           check=True).stdout.split()
+    assert where[0].startswith(str(venv)) and where[1].startswith(str(venv))
+    out = subprocess.run([str(venv / "bin" / "novagen"), "catalog", "F(8,3)", "--json"], capture_output=True,
+                         text=True, cwd=tmp_path, env=env, check=True).stdout
+    assert [r["name"] for r in json.loads(out)] == ["F(8,3)/integer", "F(8,3)/classic", "F(8,3)/nova"]
