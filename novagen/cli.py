@@ -170,6 +170,7 @@ def export_cmd(
     output: Path | None = typer.Option(None, "--output", "-o", help="file to write (default: stdout)"),
     points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
     snap: int | None = typer.Option(None, "--snap", metavar="N", help=SNAP_HELP),
+    as_json: bool = typer.Option(False, "--json", help="with -o: report what was written as JSON"),
 ) -> None:
     """Write an algorithm as JSON, a C header, NumPy .npz, LaTeX or Markdown."""
     name = resolve_format(fmt, output)
@@ -181,7 +182,11 @@ def export_cmd(
         sys.stdout.write(data if isinstance(data, str) else data.decode())
         return
     path = export(alg, name, output)
-    Console(stderr=True).print(f"wrote {path} ({name})")
+    if as_json:
+        _print_json({"path": str(path), "format": name, "algorithm": alg.label, "hash": alg.content_hash,
+                     "bytes": path.stat().st_size})
+    else:
+        Console(stderr=True).print(f"wrote {path} ({name})")
 
 
 @app.command("catalog")

@@ -143,6 +143,9 @@ def test_export_to_stdout_and_format_from_extension(capsys, tmp_path):
     assert cli(capsys, "export", "F(2,3)/classic", "-o", str(path))[0] == 0
     assert json.loads(path.read_text())["spec"] == "F(2,3)"
     assert cli(capsys, "export", "F(2,3)/classic", "--format", "npz")[0] == 2
+    code, out, _ = cli(capsys, "export", "F(2,3)/classic", "-o", str(tmp_path / "y.npz"), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["format"] == "npz" and report["bytes"] == (tmp_path / "y.npz").stat().st_size
 
 
 def test_failed_export_leaves_no_file(capsys, tmp_path):
