@@ -163,6 +163,110 @@ def verify_cmd(
         raise typer.Exit(1)
 
 
+def _search_table(result: Any) -> Table:
+    names = [n for n in result.candidates[0].values]
+    table = Table(title=f"{result.spec}: {result.objective}, seed {result.seed}, {result.evaluations:,} evaluations, "
+                        f"{result.seconds:.1f} s", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("points", overflow="fold")
+    for n in names:
+        table.add_column(n, justify="right", no_wrap=True)
+    for col in ("κ(V)", "amplif. 2D", "max |entry|", "max denom.", "verified"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for i, c in enumerate(result.candidates, 1):
+        m = metrics(c.algorithm)
+        den = max(p.denominator for p in c.algorithm.finite_points)
+        table.add_row(str(i), ",".join(format_point(p) for p in c.algorithm.points),
+                      *(_fmt(c.values[n]) for n in names), _fmt(m["vandermonde_cond"]), _fmt(m["amplification_2d"]),
+                      _fmt(m["max_entry"]), str(den), "[green]yes[/green]" if c.verified else "[red]no[/red]")
+    return table
+
+
+@app.command("search")
+def search_cmd(
+    spec: str | None = typer.Argument(None, help='a 1D spec such as "F(8,3)"'),
+    objective: str = typer.Option("vandermonde", "--objective", help="vandermonde, transforms, or a weighted sum"),
+    max_denominator: int = typer.Option(12, "--max-denominator", "-d", help="largest denominator of a point"),
+    symmetric: bool = typer.Option(True, "--symmetric/--no-symmetric", help="search sets {0, ±a, ±b, ...}"),
+    dyadic: bool = typer.Option(False, "--dyadic", help="denominators powers of two only (shift-add transforms)"),
+    infinity: bool = typer.Option(True, "--infinity/--no-infinity", help="include the point at infinity"),
+    max_abs: float = typer.Option(3.0, "--max-abs", help="largest |point|"),
+    seed: int = typer.Option(0, "--seed"),
+    restarts: int = typer.Option(4, "--restarts", help="CMA-ES restarts, population doubling each time (IPOP)"),
+    max_evaluations: int = typer.Option(20000, "--max-evaluations", help="evaluations of the continuous phase"),
+    budget_seconds: float | None = typer.Option(None, "--budget-seconds", help="wall-clock cap"),
+    workers: int = typer.Option(1, "--workers", help="processes running restarts in parallel"),
+    top: int = typer.Option(10, "--top", help="verified candidates to show"),
+    campaign: Path | None = typer.Option(None, "--campaign", help="re-run a campaign file (search/*.toml)"),
+    write: bool = typer.Option(False, "--write", help="with --campaign: write the catalog entry into verify/"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Find well-conditioned points with CMA-ES, snap them to rationals and prove them exact."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from novagen import search as S
+
+    if (spec is None) == (campaign is None):
+        raise InputError("give a spec such as F(8,3), or --campaign FILE")
+    camp = S.load_campaign(campaign) if campaign is not None else None
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+    with progress:
+        task = progress.add_task("continuous (CMA-ES)", total=(camp.settings.get("restarts", 4) if camp else restarts),
+                                 info="")
+
+        def on_progress(ev: dict[str, Any]) -> None:
+            if ev["phase"] == "continuous":
+                progress.update(task, completed=ev["restart"],
+                                info=f"restart {ev['restart']}/{ev['restarts']}  {ev['evaluations']:,} evals  "
+                                     f"best log-score {ev['best']:.4f}")
+            else:
+                progress.update(task, description=f"{ev['phase']}", info=f"{ev['evaluations']:,} evals")
+
+        if camp is not None:
+            result = S.run_campaign(camp, on_progress)
+        else:
+            result = S.search(spec or "", objective, max_denominator=max_denominator, symmetric=symmetric,
+                              dyadic=dyadic, infinity=infinity, max_abs=max_abs, seed=seed, restarts=restarts,
+                              max_evaluations=max_evaluations, budget_seconds=budget_seconds, workers=workers,
+                              top=top, on_progress=on_progress)
+    doc = result.to_dict()
+    status = 0
+    if camp is not None:
+        doc["campaign"] = {"name": camp.name, "file": str(camp.path)}
+        try:
+            shipped = algorithm(camp.name)
+            doc["campaign"]["reproduces_catalog"] = shipped.content_hash == result.best.content_hash
+        except NovagenError:
+            doc["campaign"]["reproduces_catalog"] = None
+        if write:
+            from novagen.catalog import write_entry
+
+            doc["campaign"]["written"] = str(write_entry(result.best, camp.name,
+                                                         S.campaign_provenance(camp, result)))
+        elif doc["campaign"]["reproduces_catalog"] is False:
+            status = 1
+    if as_json:
+        _print_json(doc)
+    else:
+        out = _out()
+        out.print(_search_table(result))
+        if result.dropped:
+            out.print(f"[yellow]{result.dropped} candidate(s) failed verification and were dropped[/yellow]")
+        if result.truncated:
+            out.print("[yellow]stopped by --budget-seconds before the evaluation budget was spent[/yellow]")
+        if camp is not None:
+            c = doc["campaign"]
+            verdict = {True: "[green]reproduces[/green]", False: "[red]does NOT reproduce[/red]",
+                       None: "is not in the catalog yet:"}[c["reproduces_catalog"]]
+            out.print(f"campaign {camp.path.name}: the best set {verdict} {camp.name}")
+            if "written" in c:
+                out.print(f"wrote {c['written']}")
+    if status:
+        raise typer.Exit(status)
+
+
 @app.command("export")
 def export_cmd(
     spec: str = typer.Argument(..., help=SPEC_HELP),

@@ -41,10 +41,38 @@ def cond2(mat: np.ndarray) -> float:
     return float(s[0] / s[-1]) if s[-1] > 0 else math.inf
 
 
-def amplification(alg: Algorithm) -> float:
-    """Transform-based error amplification of a 1D algorithm (see module docstring)."""
-    AT, G, BT = alg.matrices("float64")
+def amplification_of(AT: np.ndarray, G: np.ndarray, BT: np.ndarray) -> float:
+    """sum_j |AT[:, j]|² · |G[j, :]|² · |BT[j, :]|² of float transforms (see module docstring)."""
     return float(np.sum((AT**2).sum(axis=0) * (G**2).sum(axis=1) * (BT**2).sum(axis=1)))
+
+
+def amplification(alg: Algorithm) -> float:
+    """Transform-based error amplification of a 1D algorithm."""
+    return amplification_of(*alg.matrices("float64"))
+
+
+def float_transforms(m: int, r: int, points: np.ndarray, infinity: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AT, G, BT in float64 straight from float points (the Cook–Toom formulas of `algebra`).
+
+    For searches, which evaluate thousands of point sets; row signs may differ from the exact
+    construction (no metric here depends on them).
+    """
+    p = np.asarray(points, dtype=np.float64)
+    alpha = m + r - 1
+    diff = p[:, None] - p[None, :]
+    np.fill_diagonal(diff, 1.0)
+    f = diff.prod(axis=1)
+    AT = p[None, :] ** np.arange(m)[:, None]
+    G = p[:, None] ** np.arange(r)[None, :] / f[:, None]
+    BT = np.zeros((len(p) + int(infinity), alpha))
+    for j in range(len(p)):
+        BT[j, : len(p)] = np.poly(np.delete(p, j))[::-1]
+    if infinity:
+        AT = np.hstack([AT, np.eye(m)[:, -1:]])
+        G = np.vstack([G, np.eye(r)[-1:]])
+        BT[-1] = np.poly(p)[::-1]
+    return AT, G, BT
 
 
 @lru_cache(maxsize=1024)
