@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any
 
 import ml_dtypes
@@ -371,15 +372,40 @@ def parse_shape(text: str) -> tuple[int, int, int, int, int]:
         raise InputError(f"layer shape '{text}' must be N,C,H,W,K such as 1,64,56,56,64") from None
 
 
-def resolve_algorithm(alg: str | AnyAlgorithm) -> AnyAlgorithm | str:
-    """An algorithm object, a catalog name or spec, or "direct" for the direct-convolution baseline."""
-    if isinstance(alg, (Algorithm, Nested)):
-        return alg
+def resolve_algorithm(alg: str | AnyAlgorithm, balanced: bool = False) -> AnyAlgorithm | str:
+    """An algorithm object, a catalog name or spec, or "direct" for the direct-convolution baseline
+    (with `balanced`, each axis replaced by `balance` of it)."""
     if isinstance(alg, str) and alg.strip().lower() == DIRECT:
         return DIRECT
-    if not isinstance(alg, str):
+    if isinstance(alg, str):
+        alg = lookup_algorithm(alg)
+    if not isinstance(alg, (Algorithm, Nested)):
         raise InputError(f"expected an algorithm, a catalog name or 'direct', got {type(alg).__name__}")
-    return lookup_algorithm(alg)
+    if not balanced:
+        return alg
+    if isinstance(alg, Algorithm):
+        return balance(alg)
+    return Nested(tuple(balance(a) for a in alg.axes), f"{alg.label}+balanced")
+
+
+def balance(alg: Algorithm) -> Algorithm:
+    """The same algorithm with each row of G and of BT scaled by a power of two to max |entry| in
+    [1/2, 1), the inverse folded into the matching column of AT.
+
+    Exactly the same function and the same rounding error away from the range limits (powers of two
+    scale floats exactly), but no Winograd-domain tap sits near fp16's underflow or overflow because of
+    how the matrices happen to be normalised (the wincnn convention puts all fractions in G).
+    """
+    def power(row: Sequence[Any]) -> Fraction:
+        top = max(abs(v) for v in row)
+        return Fraction(2) ** -(math.floor(math.log2(top)) + 1) if top else Fraction(1)
+
+    g_scale = [power(row) for row in alg.G]
+    b_scale = [power(row) for row in alg.BT]
+    G = tuple(tuple(v * s for v in row) for row, s in zip(alg.G, g_scale))
+    BT = tuple(tuple(v * s for v in row) for row, s in zip(alg.BT, b_scale))
+    AT = tuple(tuple(v / (g_scale[j] * b_scale[j]) for j, v in enumerate(row)) for row in alg.AT)
+    return Algorithm(alg.m, alg.r, AT, G, BT, alg.points, f"{alg.label}+balanced")
 
 
 def axes_2d(alg: AnyAlgorithm) -> tuple[Algorithm, Algorithm]:
@@ -444,12 +470,13 @@ def error_metrics(y: np.ndarray, ref: np.ndarray) -> tuple[float, float, float, 
 def layer_error(alg: str | AnyAlgorithm, precision: str | Policy = "fp16",
                 shape: Sequence[int] = (1, 64, 56, 56, 64), seed: int = 0, *,
                 x: np.ndarray | None = None, w: np.ndarray | None = None,
-                padding: Any = "same") -> ErrorReport:
+                padding: Any = "same", balanced: bool = False) -> ErrorReport:
     """Error of one 3×3 layer run with `alg` (or "direct") under `precision`, against fp64 direct.
 
-    Operands are `layer_data(shape, seed)` unless real `x` and/or `w` are given.
+    Operands are `layer_data(shape, seed)` unless real `x` and/or `w` are given; `balanced` runs
+    `balance(alg)` instead of the matrices as stored.
     """
-    resolved = resolve_algorithm(alg)
+    resolved = resolve_algorithm(alg, balanced)
     pol = policy(precision)
     r = 3 if resolved == DIRECT else axes_2d(resolved)[0].r  # type: ignore[arg-type]
     gx, gw = layer_data(shape, seed, r)
