@@ -100,15 +100,22 @@ def transform_axis(x: torch.Tensor, T: torch.Tensor, axis: int, fmt: str) -> tor
     return acc.movedim(-1, axis)
 
 
+def _gemm(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """Σ_c U[k,c,a,b]·V[n,c,t,s,a,b] as alpha² batched matrix products (einsum is slow here)."""
+    K, C, a, b = U.shape
+    N, _, t, s = V.shape[:4]
+    u = U.permute(2, 3, 0, 1).reshape(a * b, K, C)
+    v = V.permute(4, 5, 1, 0, 2, 3).reshape(a * b, C, N * t * s)
+    return torch.bmm(u, v).reshape(a, b, K, N, t, s).permute(3, 2, 4, 5, 0, 1)
+
+
 def accumulate_channels(U: torch.Tensor, V: torch.Tensor, fmt: str) -> torch.Tensor:
     """M[n,k,t,s,a,b] = Σ_c U[k,c,a,b]·V[n,c,t,s,a,b]; narrow formats rounded per operation."""
     if fmt == "int32":
         exact = U.shape[1] * INT8_MAX * INT8_MAX < 2**24 or U.dtype == torch.float64
-        if not exact:
-            return torch.einsum("kcab,nctsab->nktsab", U.double(), V.double()).to(U.dtype)
-        return torch.einsum("kcab,nctsab->nktsab", U, V)
+        return _gemm(U, V) if exact else _gemm(U.double(), V.double()).to(U.dtype)
     if fmt in FLOAT_FORMATS and TORCH_DTYPES[fmt].itemsize >= U.dtype.itemsize:
-        return torch.einsum("kcab,nctsab->nktsab", U, V)
+        return _gemm(U, V)
     acc = None
     for c in range(U.shape[1]):
         term = round_to(U[None, :, c, None, None] * V[:, c, None], fmt)
