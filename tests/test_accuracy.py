@@ -212,3 +212,11 @@ def test_cli_accuracy_table_plot_and_errors(capsys, tmp_path):
         code, _, err = cli(capsys, "accuracy", "F(4,3)/nova", "--layer", "1,2,8,8,2", *args)
         assert code == 2 and word in err and err.count("\n") == 1
     assert not (tmp_path / "x.gif").exists()
+
+
+def test_package_exposes_the_lab_lazily():
+    import novagen
+
+    assert novagen.accuracy.layer_error is layer_error
+    with pytest.raises(AttributeError, match="nothing"):
+        novagen.nothing  # noqa: B018
