@@ -33,3 +33,13 @@ __all__ = [
     "__version__", "algorithm", "build", "catalog_entries", "family_points", "from_dict", "metrics",
     "parse_points", "parse_spec", "verify",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Submodules loaded on first use: `novagen.accuracy`, `novagen.networks` and `novagen.torch`
+    (the last two need the torch extra)."""
+    if name in ("accuracy", "networks", "torch"):
+        import importlib
+
+        return importlib.import_module(f"novagen.{name}")
+    raise AttributeError(f"module 'novagen' has no attribute '{name}'")

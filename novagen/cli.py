@@ -17,7 +17,7 @@ from rich.table import Table
 
 from novagen.algebra import Algorithm, AnyAlgorithm, Matrix, format_point, from_dict
 from novagen.catalog import algorithm, catalog_entries
-from novagen.errors import InputError, NovagenError, TransformFileError
+from novagen.errors import CatalogError, InputError, NovagenError, TransformFileError
 from novagen.export import FORMATS, document, export, render, resolve_format
 from novagen.metrics import metrics
 from novagen.verify import Certificate, verify
@@ -328,6 +328,206 @@ def catalog_cmd(
                       _fmt(m["cond_G"]), _fmt(m["cond_BT"]), _fmt(m["amplification_2d"]), _fmt(m["max_entry"]),
                       proven)
     _out().print(table)
+
+
+@app.command("accuracy")
+def accuracy_cmd(
+    algorithms: list[str] | None = typer.Argument(None, help=f"{SPEC_HELP}, or 'direct'"),
+    algorithm_opt: list[str] | None = typer.Option(None, "--algorithm", "-a", help="an algorithm (repeatable)"),
+    precision: list[str] = typer.Option(["fp16"], "--precision", "-P",
+                                        help="fp32, fp16, fp16-pure, bf16, fp8-e4m3, int8, int8-tap, ... "
+                                             "(repeatable or comma-separated)"),
+    layer: str | None = typer.Option(None, "--layer", help="layer shape N,C,H,W,K (default 1,64,56,56,64)"),
+    network: list[str] | None = typer.Option(None, "--network", "-n",
+                                             help="vgg16, resnet18 or digits (repeatable or comma-separated)"),
+    seed: int = typer.Option(0, "--seed", help="seed of data, weights and inputs"),
+    inputs: int = typer.Option(128, "--inputs", help="inputs per network study"),
+    width: float = typer.Option(0.5, "--width", help="channel width factor of vgg16/resnet18"),
+    balanced: bool = typer.Option(False, "--balanced", help="rescale G and BT rows by powers of two first"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="add the direct convolution rows"),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="skip catalog names that do not exist"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a matplotlib figure (png, pdf, svg)"),
+    as_json: bool = typer.Option(False, "--json", help="print {\"rows\": [...]} as JSON"),
+) -> None:
+    """Measured error of algorithms under low-precision policies, per layer and per network."""
+    from novagen import accuracy as acc
+
+    names = [*(algorithms or []), *(algorithm_opt or [])]
+    if not names:
+        raise InputError("give at least one algorithm, e.g. novagen accuracy \"F(6,3)/nova\" --precision fp16")
+    precisions = [acc.policy(p).name for item in precision for p in item.split(",") if p.strip()]
+    networks = [n.strip().lower() for item in network or [] for n in item.split(",") if n.strip()]
+    known = ("vgg16", "resnet18", "digits")
+    for n in networks:
+        if n not in known:
+            raise InputError(f"network '{n}' is not known: use one of {', '.join(known)}")
+    shape = acc.parse_shape(layer) if layer else (1, 64, 56, 56, 64)
+    if inputs < 1:
+        raise InputError(f"--inputs {inputs} must be at least 1")
+    if width <= 0:
+        raise InputError(f"--width {width} must be positive")
+    algs: list[str] = []
+    for name in names:
+        try:
+            acc.resolve_algorithm(name)
+        except CatalogError as exc:
+            if not skip_missing:
+                raise
+            Console(stderr=True).print(f"skipped: {exc}")
+            continue
+        if name not in algs:
+            algs.append(name)
+    if baseline and acc.DIRECT not in [a.lower() for a in algs]:
+        algs.insert(0, acc.DIRECT)
+    rows = _accuracy_rows(algs, precisions, shape if (layer or not networks) else None, networks, seed, inputs,
+                          width, balanced)
+    if plot is not None:
+        _accuracy_plot(rows, plot)
+    if as_json:
+        _print_json({"rows": rows, "seed": seed, "balanced": balanced})
+        return
+    _out().print(_accuracy_table(rows))
+
+
+def _accuracy_rows(algs: list[str], precisions: list[str], shape: tuple[int, ...] | None, networks: list[str],
+                   seed: int, inputs: int, width: float, balanced: bool) -> list[dict[str, Any]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from novagen import accuracy as acc
+
+    jobs = [("layer", a, p) for a in algs for p in precisions] if shape else []
+    jobs += [(n, a, p) for n in networks for a in algs for p in precisions]
+    rows: list[dict[str, Any]] = []
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("accuracy", total=len(jobs))
+        models: dict[str, Any] = {}
+        for target, alg, prec in jobs:
+            bar.update(task, description=f"{target} {alg} {prec}")
+            if target == "layer":
+                assert shape is not None
+                report = acc.layer_error(alg, prec, shape, seed, balanced=balanced)
+            else:
+                report = _network_row(models, target, alg, prec, seed, inputs, width, balanced)
+            rows.append(report.row())
+            bar.advance(task)
+    return rows
+
+
+def _network_row(models: dict[str, Any], target: str, alg: str, prec: str, seed: int, inputs: int, width: float,
+                 balanced: bool) -> Any:
+    from novagen import networks as nets
+
+    if target == "digits":
+        if target not in models:
+            data = nets.digits_data(seed=seed)
+            models[target] = (nets.digits_cnn(data, seed=seed), data)
+        model, data = models[target]
+        return nets.digits_accuracy(model, data, alg, prec, balanced=balanced)
+    if target not in models:
+        models[target] = nets.seeded_network(target, seed, width)
+    report = nets.network_error(models[target], alg, prec, inputs=inputs, width=width, seed=seed, balanced=balanced)
+    return type(report)(**{**report.__dict__, "target": f"{target} ({inputs} inputs, width {width:g})"})
+
+
+def _sci(v: Any) -> str:
+    if v is None:
+        return "[red]inf[/red]"
+    return f"{v:.2e}" if isinstance(v, float) else str(v)
+
+
+def _accuracy_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="novagen accuracy (error against fp64 direct; networks against the fp32 model)",
+                  title_justify="left")
+    has_net = any("top1_agreement" in r for r in rows)
+    has_acc = any("accuracy" in r for r in rows)
+    for col in ("target", "algorithm", "precision"):
+        table.add_column(col, no_wrap=True)
+    for col in ("rel_l2", "max_abs", "snr_db", "overflow"):
+        table.add_column(col, justify="right", no_wrap=True)
+    if has_net:
+        table.add_column("top-1 agree", justify="right")
+    if has_acc:
+        table.add_column("accuracy", justify="right")
+    for r in rows:
+        snr = "[red]-inf[/red]" if r["snr_db"] is None else f"{r['snr_db']:.1f}"
+        cells = [r["target"], r["algorithm"], r["precision"], _sci(r["rel_l2"]), _sci(r["max_abs"]), snr,
+                 f"[red]{r['overflow_count']}[/red]" if r["overflow_count"] else "0"]
+        if has_net:
+            cells.append(f"{r['top1_agreement']:.1%}" if "top1_agreement" in r else "")
+        if has_acc:
+            cells.append(f"{r['accuracy']:.1%}" if "accuracy" in r else "")
+        table.add_row(*cells)
+    return table
+
+
+def _accuracy_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Layer error against tile size per point family; network agreement/accuracy per algorithm."""
+    import os
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from novagen.algebra import parse_spec
+
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in ("png", "pdf", "svg"):
+        raise InputError(f"--plot {path}: use a .png, .pdf or .svg file")
+    layer = [r for r in rows if r["target"].startswith("layer")]
+    nets = [r for r in rows if not r["target"].startswith("layer")]
+    panels = [p for p in (layer, nets) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    ax_i = 0
+    if layer:
+        ax = axes[0][ax_i]
+        ax_i += 1
+        series: dict[str, list[tuple[int, float | None]]] = {}
+        for r in layer:
+            if "/" not in r["algorithm"]:
+                continue
+            spec, family = r["algorithm"].split("/", 1)
+            series.setdefault(f"{family} {r['precision']}", []).append((parse_spec(spec).m[0], r["rel_l2"]))
+        top = max([v for pts in series.values() for _, v in pts if v is not None] or [1.0]) * 10
+        for label, pts in sorted(series.items()):
+            pts.sort()
+            ms = [m for m, _ in pts]
+            ax.plot(ms, [top if v is None else v for _, v in pts], marker="o", label=label)
+            for m, v in pts:
+                if v is None:
+                    ax.plot([m], [top], marker="x", color="red", markersize=10)
+        for r in layer:
+            if r["algorithm"] == "direct" and r["rel_l2"] is not None:
+                ax.axhline(r["rel_l2"], linestyle=":", color="grey")
+        ax.set_yscale("log")
+        ax.set_xlabel("output tile m of F(m,3)")
+        ax.set_ylabel("relative L2 error (red x: overflow)")
+        ax.set_title(layer[0]["target"])
+        ax.legend(fontsize=7)
+    if nets:
+        ax = axes[0][ax_i]
+        key = "accuracy" if all("accuracy" in r for r in nets) else "top1_agreement"
+        labels = [f"{r['algorithm']}\n{r['precision']}" for r in nets]
+        ax.bar(range(len(nets)), [r.get(key, 0.0) for r in nets],
+               color=["red" if r["overflow_count"] else "tab:blue" for r in nets])
+        ax.set_xticks(range(len(nets)), labels, rotation=90, fontsize=6)
+        ax.set_ylabel(key.replace("_", " "))
+        ax.set_ylim(0, 1)
+        ax.set_title(", ".join(sorted({r["target"] for r in nets})))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def run(argv: list[str] | None = None) -> int:
