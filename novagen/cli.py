@@ -108,6 +108,27 @@ def show(
             out.print(_matrix_table(f"{label} ({len(M)}×{len(M[0])})", M))
     out.print()
     out.print(_metrics_table(metrics(alg)))
+    if isinstance(alg, Algorithm):
+        out.print()
+        out.print(_program_table(alg))
+
+
+def _program_table(alg: Algorithm) -> Table:
+    """Operation counts of the transform programs (shared subexpressions) against dense products."""
+    from novagen.program import program_report, transform_cost
+
+    table = Table(title="transform programs (adds/muls/shifts = total)", title_justify="left")
+    for col in ("matrix", "shared", "row by row", "dense product"):
+        table.add_column(col, justify="left" if col == "matrix" else "right")
+
+    def cell(c: dict[str, int]) -> str:
+        return f"{c['adds']}/{c['muls']}/{c['shifts']} = {c['total']}"
+
+    for name, rep in program_report(alg).items():
+        table.add_row(name, cell(rep["shared"]), cell(rep["rowwise"]), cell(rep["naive"]))
+    cost = transform_cost(alg)
+    table.add_row("2D tile (BT in, AT out)", cell(cost), "", cell(cost["naive"]))
+    return table
 
 
 def _read_transform(path: Path) -> AnyAlgorithm:
