@@ -246,6 +246,84 @@ def catalog_cmd(
                       proven)
     _out().print(table)
 
+@app.command()
+def generate(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    target: str = typer.Option("c", "--target", "-t", help="code generation target: c"),
+    layer: str | None = typer.Option(None, "--layer", help="N,C,H,W,K the kernel is meant for, e.g. 1,64,56,56,64"),
+    padding: int = typer.Option(1, "--padding", help="zero padding on each side"),
+    output: Path = typer.Option(Path("build"), "--output", "-o", help="folder to write into"),
+    points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="report the written files as JSON"),
+) -> None:
+    """Kernel source (.c, .h), a Makefile, build.sh and a README for an algorithm."""
+    from novagen.codegen import generate as gen
+
+    alg = _resolve(spec, points, None)
+    paths = gen(alg, output, target=target, layer=layer, padding=padding)
+    if as_json:
+        _print_json({"algorithm": alg.label, "target": target, "files": [str(p) for p in paths]})
+    else:
+        Console(stderr=True).print("\n".join(f"wrote {p}" for p in paths))
+
+
+@app.command()
+def bench(
+    target: str = typer.Option("c", "--target", "-t", help="code generation target: c"),
+    network: str | None = typer.Option(None, "--network", help="a network's 3x3 conv layers: vgg16"),
+    batch: int = typer.Option(1, "--batch", help="batch size for --network"),
+    layer: str | None = typer.Option(None, "--layer", help="one layer N,C,H,W,K (3x3, padding 1)"),
+    algorithms: list[str] | None = typer.Option(
+        None, "--algorithm", "-a", help="algorithm(s) to try; the fastest per layer is reported "
+        "(default: F(2,3)/classic, F(4,3)/nova, F(6,3)/nova)"),
+    repeats: int = typer.Option(5, "--repeats", help="timed runs of each kernel (median reported)"),
+    threads: int | None = typer.Option(None, "--threads", help="threads for ours and the baseline (default: all)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Time generated kernels against torch.nn.functional.conv2d (oneDNN), alternating, median of repeats."""
+    from rich.progress import Progress
+
+    from novagen.bench import DEFAULT_ALGORITHMS, Layer, bench_layers, network_layers
+    from novagen.codegen import _target, parse_layer
+
+    _target(target)
+    if (network is None) == (layer is None):
+        raise InputError("give either --network NAME or --layer N,C,H,W,K")
+    if repeats < 1:
+        raise InputError(f"--repeats {repeats} must be at least 1")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError("bench compares with torch.nn.functional.conv2d: pip install torch") from None
+    layers = network_layers(network, batch) if network else [Layer(("layer",), parse_layer(layer))]  # type: ignore[arg-type]
+    algs = [_resolve(a, None, None) for a in (algorithms or DEFAULT_ALGORITHMS)]
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("benchmarking", total=len(layers))
+        result = bench_layers(layers, algs, repeats=repeats, threads=threads,  # type: ignore[arg-type]
+                              progress=lambda msg: bar.update(task, advance=1, description=msg))
+    if as_json:
+        _print_json(result)
+        return
+    m = result["machine"]
+    out = _out()
+    out.print(f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, {m['compiler']}; "
+              f"baseline {result['baseline']['name']} {result['baseline']['version']} "
+              f"({result['baseline']['backend']}); load {m['load_1min']:.2f} → {m['load_1min_end']:.2f}")
+    table = Table(title=f"novagen bench ({target})", title_justify="left")
+    for col in ("layers", "N,C,H,W,K", "algorithm", "ours ms", "torch ms", "ratio", "ours GF/s", "torch GF/s",
+                "GEMM GF/s", "of sgemm"):
+        table.add_column(col, justify="left" if col in ("layers", "algorithm") else "right", no_wrap=True)
+    for r in result["layers"]:
+        ratio = f"{r['ratio']:.2f}x"
+        table.add_row(",".join(r["layers"]), ",".join(map(str, r["shape"])), r["algorithm"], f"{r['ours_ms']:.2f}",
+                      f"{r['baseline_ms']:.2f}", ratio if r["ratio"] >= 1 else f"[red]{ratio}[/red]",
+                      f"{r['ours_gflops']:.0f}", f"{r['baseline_gflops']:.0f}", f"{r['gemm_stage_gflops']:.0f}",
+                      f"{r['gemm_fraction_of_sgemm']:.0%}")
+    out.print(table)
+    out.print(f"geomean ratio {result['geomean_ratio']:.2f}x over {sum(len(r['layers']) for r in result['layers'])} "
+              f"layers; sgemm (torch.mm 2048²) {m['sgemm_gflops']:.0f} GFLOP/s")
+
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (novagen's errors become one line on stderr)."""

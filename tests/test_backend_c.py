@@ -134,3 +134,51 @@ def test_more_algorithms_and_vgg_like_shapes(name):
         y = novagen.compile(alg, layer=layer, padding=pad)(x, wt)
         tol = {4: 2e-6, 6: 1e-5, 8: 1e-4, 10: 5e-3}[alg.alpha]
         assert rel_err(y, correlate_direct(x, wt, pad)) < tol
+
+
+def cli(capsys, *args):
+    from novagen.cli import run
+
+    code = run(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_generate_writes_buildable_kernel(capsys, tmp_path):
+    import json
+    import subprocess
+
+    code, out, _ = cli(capsys, "generate", "F(6,3)/nova", "--target", "c", "--layer", "1,64,56,56,64",
+                       "-o", str(tmp_path), "--json")
+    assert code == 0
+    files = {p.rsplit("/", 1)[1] for p in json.loads(out)["files"]}
+    assert {"Makefile", "build.sh", "README.md"} <= files and sum(f.endswith((".c", ".h")) for f in files) == 2
+    readme = (tmp_path / "README.md").read_text()
+    assert "1, 64, 56, 56, 64" in readme and "BT: 24/20/0 = 44 (120)" in readme
+    subprocess.run(["sh", str(tmp_path / "build.sh")], check=True, capture_output=True)
+    assert any(p.suffix == ".so" for p in tmp_path.iterdir())
+
+
+def test_cli_bench_json_contract(capsys):
+    import json
+
+    code, out, _ = cli(capsys, "bench", "--target", "c", "--layer", "1,16,12,12,16", "--algorithm", "F(4,3)/nova",
+                       "--repeats", "1", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert {"cpu", "cores", "compiler", "sgemm_gflops"} <= set(doc["machine"])
+    assert doc["baseline"]["name"] == "torch.nn.functional.conv2d" and doc["baseline"]["version"]
+    (row,) = doc["layers"]
+    assert row["shape"] == [1, 16, 12, 12, 16] and row["algorithm"] == "F(4,3)/nova"
+    assert row["ratio"] == pytest.approx(row["baseline_ms"] / row["ours_ms"])
+    assert row["rel_error_vs_baseline"]["F(4,3)/nova"] < 1e-5
+    assert doc["geomean_ratio"] == pytest.approx(row["ratio"])
+
+
+def test_cli_bad_input(capsys):
+    code, _, err = cli(capsys, "bench", "--layer", "1,2,3")
+    assert code == 2 and "N,C,H,W,K" in err
+    code, _, err = cli(capsys, "bench", "--network", "resnet7")
+    assert code == 2 and "vgg16" in err
+    code, _, err = cli(capsys, "generate", "F(6,3)/nova", "--target", "fpga", "-o", "/tmp/x")
+    assert code == 2 and "target" in err

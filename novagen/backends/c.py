@@ -231,6 +231,9 @@ class Kernel:
             raise InputError(f"input {h}x{w} with padding {self.pads} is smaller than the {r}x{r} kernel")
         return _Shape(n, c, h, w, k, oh, ow, pt, pl, int(self.relu), self.threads, self.tile_block, 0, 7)
 
+    def _shape_ref(self) -> Any:
+        return ctypes.byref(self._shape)
+
     def _prepare(self, x_shape: tuple[int, ...], k: int) -> _Shape:
         key = (*x_shape, k)
         if key != self._key:
