@@ -99,7 +99,7 @@ def sgemm_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
 
 def gemm_stage_gflops(kernel: Kernel, x: np.ndarray, w: np.ndarray, repeats: int = 5) -> float:
     """GFLOP/s of the α² channel GEMMs alone (the kernel run with only its GEMM stage), counting
-    the padded GEMM sizes the kernel really computes."""
+    the GEMM sizes the kernel really computes (tiles and K padded to its blocks, C as given)."""
     alg = kernel.algorithm
     kernel(x, w)
     s = kernel._shape
@@ -112,7 +112,7 @@ def gemm_stage_gflops(kernel: Kernel, x: np.ndarray, w: np.ndarray, repeats: int
     tiles = s.n * math.ceil(s.oh / alg.m) * math.ceil(s.ow / alg.m)
     tb = kernel._fn("tile_block")(kernel._shape_ref())
     padded_tiles = math.ceil(tiles / tb) * tb
-    flops = 2.0 * alg.alpha ** 2 * padded_tiles * (-(-s.c // 8) * 8) * (-(-s.k // 16) * 16)
+    flops = 2.0 * alg.alpha ** 2 * padded_tiles * s.c * (-(-s.k // 16) * 16)
     return flops / t / 1e9
 
 
@@ -166,6 +166,8 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, re
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     info = machine_info()
+    probe = Kernel(algorithms[0], threads=threads)
+    ukernel_peak = probe.ukernel_gflops()
     rows = []
     for layer in layers:
         row = _bench_layer(layer, algorithms, repeats, threads, gemm)
@@ -188,6 +190,8 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, re
     if gemm:
         peak = sgemm_gflops(threads)
         result["machine"]["sgemm_gflops"] = peak
+        result["machine"]["ukernel_peak_gflops"] = ukernel_peak
         for r in rows:
             r["gemm_fraction_of_sgemm"] = r["gemm_stage_gflops"] / peak
+            r["gemm_fraction_of_ukernel_peak"] = r["gemm_stage_gflops"] / ukernel_peak
     return result

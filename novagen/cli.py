@@ -312,17 +312,18 @@ def bench(
               f"({result['baseline']['backend']}); load {m['load_1min']:.2f} → {m['load_1min_end']:.2f}")
     table = Table(title=f"novagen bench ({target})", title_justify="left")
     for col in ("layers", "N,C,H,W,K", "algorithm", "ours ms", "torch ms", "ratio", "ours GF/s", "torch GF/s",
-                "GEMM GF/s", "of sgemm"):
+                "GEMM GF/s", "of sgemm", "of µkernel"):
         table.add_column(col, justify="left" if col in ("layers", "algorithm") else "right", no_wrap=True)
     for r in result["layers"]:
         ratio = f"{r['ratio']:.2f}x"
         table.add_row(",".join(r["layers"]), ",".join(map(str, r["shape"])), r["algorithm"], f"{r['ours_ms']:.2f}",
                       f"{r['baseline_ms']:.2f}", ratio if r["ratio"] >= 1 else f"[red]{ratio}[/red]",
                       f"{r['ours_gflops']:.0f}", f"{r['baseline_gflops']:.0f}", f"{r['gemm_stage_gflops']:.0f}",
-                      f"{r['gemm_fraction_of_sgemm']:.0%}")
+                      f"{r['gemm_fraction_of_sgemm']:.0%}", f"{r['gemm_fraction_of_ukernel_peak']:.0%}")
     out.print(table)
     out.print(f"geomean ratio {result['geomean_ratio']:.2f}x over {sum(len(r['layers']) for r in result['layers'])} "
-              f"layers; sgemm (torch.mm 2048²) {m['sgemm_gflops']:.0f} GFLOP/s")
+              f"layers; sgemm (torch.mm 2048²) {m['sgemm_gflops']:.0f} GFLOP/s, "
+              f"micro-kernel in cache {m['ukernel_peak_gflops']:.0f} GFLOP/s")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -178,7 +178,8 @@ def _load(path: str, name: str) -> Any:
     for fn, args, res in (("tile_block", [shape], ctypes.c_long), ("workspace_floats", [shape], ctypes.c_long),
                           ("weight_floats", [shape], ctypes.c_long), ("transform_weights", [shape, ptr, ptr], None),
                           ("conv2d", [shape, ptr, ptr, ptr, ptr, ptr], None), ("input_tile", [ptr, ptr], None),
-                          ("output_tile", [ptr, ptr], None), ("filter_tile", [ptr, ptr], None)):
+                          ("output_tile", [ptr, ptr], None), ("filter_tile", [ptr, ptr], None),
+                          ("ukernel_gflops", [ctypes.c_int, ctypes.c_long], ctypes.c_double)):
         f = getattr(lib, f"{name}_{fn}")
         f.argtypes, f.restype = args, res
     return lib
@@ -274,6 +275,10 @@ class Kernel:
         y = np.empty((s.n, s.k, s.oh, s.ow), dtype=np.float32)
         self._fn("conv2d")(ctypes.byref(s), _ptr(x), _ptr(self._u), _ptr(bias), _ptr(y), _ptr(self._work))
         return y
+
+    def ukernel_gflops(self, reps: int = 200_000) -> float:
+        """GFLOP/s of the GEMM micro-kernel on cache-resident data with all threads (best of 3)."""
+        return max(self._fn("ukernel_gflops")(self.threads, reps) for _ in range(3))
 
     def transform_tile(self, which: str, tile: np.ndarray) -> np.ndarray:
         """Run one 2D transform of the compiled code on one tile: "input" (BT d B), "output" (AT m A)
