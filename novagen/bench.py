@@ -117,7 +117,7 @@ def gemm_stage_gflops(kernel: Kernel, x: np.ndarray, w: np.ndarray, repeats: int
 
 
 def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, threads: int,
-                 gemm: bool) -> dict[str, Any]:
+                 gemm: bool, layout: str = "NCHW") -> dict[str, Any]:
     import torch
 
     n, c, h, w, k = layer.shape
@@ -125,12 +125,18 @@ def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, th
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = (rng.standard_normal((k, c, 3, 3)) / math.sqrt(9 * c)).astype(np.float32)
     xt, wtt = torch.from_numpy(x), torch.from_numpy(wt)
-    kernels = {a.label: Kernel(a, padding=layer.padding, layer=layer.shape, threads=threads) for a in algorithms}
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        xt = torch.from_numpy(x).permute(0, 3, 1, 2)
+        wtt = wtt.contiguous(memory_format=torch.channels_last)
+    kernels = {a.label: Kernel(a, padding=layer.padding, layer=layer.shape, threads=threads, layout=layout)
+               for a in algorithms}
 
     def baseline() -> Any:
         return torch.nn.functional.conv2d(xt, wtt, padding=layer.padding)
 
-    ref = baseline().numpy()
+    ref = baseline()
+    ref = (ref.permute(0, 2, 3, 1) if layout == "NHWC" else ref).contiguous().numpy()
     errors = {}
     for label, kern in kernels.items():
         y = kern(x, wt)
@@ -145,7 +151,7 @@ def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, th
     best = min(cand, key=cand.__getitem__)
     gf = direct_gflop(layer.shape, 3, layer.padding)
     row: dict[str, Any] = {
-        "layers": list(layer.names), "shape": list(layer.shape), "padding": layer.padding,
+        "layers": list(layer.names), "shape": list(layer.shape), "padding": layer.padding, "layout": layout,
         "algorithm": best, "ours_ms": cand[best], "baseline_ms": base_ms, "ratio": base_ms / cand[best],
         "ours_gflops": gf / cand[best] * 1e3, "baseline_gflops": gf / base_ms * 1e3,
         "candidates_ms": cand, "rel_error_vs_baseline": errors,
@@ -156,7 +162,7 @@ def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, th
 
 
 def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, repeats: int = 5,
-                 threads: int | None = None, gemm: bool = True,
+                 threads: int | None = None, gemm: bool = True, layout: str = "NCHW",
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every layer with every algorithm and the torch baseline; the best algorithm per layer wins."""
     import torch
@@ -170,7 +176,7 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, re
     ukernel_peak = probe.ukernel_gflops()
     rows = []
     for layer in layers:
-        row = _bench_layer(layer, algorithms, repeats, threads, gemm)
+        row = _bench_layer(layer, algorithms, repeats, threads, gemm, layout.upper())
         rows.append(row)
         if progress:
             progress(f"{','.join(layer.names)}: {row['ratio']:.2f}x ({row['algorithm']})")
@@ -180,6 +186,7 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, re
     result: dict[str, Any] = {
         "machine": {**info, "threads": threads, "load_1min_end": load_end},
         "baseline": {"name": "torch.nn.functional.conv2d", "version": torch.__version__,
+                     "memory_format": "channels_last" if layout.upper() == "NHWC" else "contiguous",
                      "backend": "oneDNN (mkldnn)" if torch.backends.mkldnn.is_available() else "native"},
         "timing": {"repeats": repeats, "statistic": "median", "warmup": "excluded", "order": "alternating",
                    "weights": "transformed once before timing"},

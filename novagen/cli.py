@@ -278,6 +278,7 @@ def bench(
         "(default: F(2,3)/classic, F(4,3)/nova, F(6,3)/nova)"),
     repeats: int = typer.Option(5, "--repeats", help="timed runs of each kernel (median reported)"),
     threads: int | None = typer.Option(None, "--threads", help="threads for ours and the baseline (default: all)"),
+    layout: str = typer.Option("NCHW", "--layout", help="NCHW, or NHWC (torch then runs channels_last)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Time generated kernels against torch.nn.functional.conv2d (oneDNN), alternating, median of repeats."""
@@ -291,6 +292,8 @@ def bench(
         raise InputError("give either --network NAME or --layer N,C,H,W,K")
     if repeats < 1:
         raise InputError(f"--repeats {repeats} must be at least 1")
+    if layout.upper() not in ("NCHW", "NHWC"):
+        raise InputError(f"--layout {layout} is not supported: use NCHW or NHWC")
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -300,7 +303,7 @@ def bench(
     err = Console(stderr=True)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("benchmarking", total=len(layers))
-        result = bench_layers(layers, algs, repeats=repeats, threads=threads,  # type: ignore[arg-type]
+        result = bench_layers(layers, algs, repeats=repeats, threads=threads, layout=layout,  # type: ignore[arg-type]
                               progress=lambda msg: bar.update(task, advance=1, description=msg))
     if as_json:
         _print_json(result)
@@ -310,7 +313,7 @@ def bench(
     out.print(f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, {m['compiler']}; "
               f"baseline {result['baseline']['name']} {result['baseline']['version']} "
               f"({result['baseline']['backend']}); load {m['load_1min']:.2f} → {m['load_1min_end']:.2f}")
-    table = Table(title=f"novagen bench ({target})", title_justify="left")
+    table = Table(title=f"novagen bench ({target}, {layout.upper()})", title_justify="left")
     for col in ("layers", "N,C,H,W,K", "algorithm", "ours ms", "torch ms", "ratio", "ours GF/s", "torch GF/s",
                 "GEMM GF/s", "of sgemm", "of µkernel"):
         table.add_column(col, justify="left" if col in ("layers", "algorithm") else "right", no_wrap=True)

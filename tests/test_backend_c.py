@@ -195,3 +195,18 @@ def test_cli_bad_input(capsys):
     assert code == 2 and "vgg16" in err
     code, _, err = cli(capsys, "generate", "F(6,3)/nova", "--target", "fpga", "-o", "/tmp/x")
     assert code == 2 and "target" in err
+
+
+@pytest.mark.parametrize("name,pad", [("F(6,3)/nova", 1), ("F(4,5)", 0)])
+def test_nhwc_layout(name, pad):
+    alg = alg_of(name)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 13, 15, 19)).astype(np.float32)
+    w = rng.standard_normal((10, 13, alg.r, alg.r)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    kernel = novagen.compile(alg, padding=pad, layout="NHWC", layer=(2, 13, 15, 19, 10))
+    y = kernel(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), w, b)
+    ref = (correlate_direct(x, w, pad) + b[None, :, None, None]).transpose(0, 2, 3, 1)
+    assert y.shape == ref.shape and rel_err(y, ref) < TOL[alg.alpha]
+    with pytest.raises(InputError, match="layout"):
+        novagen.compile(alg, layout="CHWN")

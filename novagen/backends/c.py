@@ -43,7 +43,8 @@ class BuildError(NovagenError):
 class _Shape(ctypes.Structure):
     _fields_ = [(name, ctypes.c_long) for name in ("n", "c", "h", "w", "k", "oh", "ow", "pad_top", "pad_left")] + [
         ("relu", ctypes.c_int), ("threads", ctypes.c_int), ("tile_block", ctypes.c_long),
-        ("budget_bytes", ctypes.c_long), ("stages", ctypes.c_int)]
+        ("budget_bytes", ctypes.c_long), ("layout", ctypes.c_int), ("stages", ctypes.c_int)]
+LAYOUTS = ("NCHW", "NHWC")
 
 
 def prefix(alg: Algorithm) -> str:
@@ -196,15 +197,22 @@ def _ptr(a: np.ndarray | None) -> int | None:
 
 
 class Kernel:
-    """A compiled conv2d for one algorithm: `kernel(x, w, bias=None)` → y, all float32 NCHW.
+    """A compiled conv2d for one algorithm: `kernel(x, w, bias=None)` → y, float32.
+
+    layout "NCHW": x (N, C, H, W) → y (N, K, OH, OW); "NHWC": x (N, H, W, C) → y (N, OH, OW, K).
+    Weights are (K, C, r, r) in both.
 
     The transformed weights are cached for the last `w` passed (by identity): after changing the
     values of the same array in place, call `set_weights(w)`.
     """
 
     def __init__(self, alg: Algorithm, padding: Any = 1, layer: tuple[int, ...] | None = None, relu: bool = False,
-                 threads: int | None = None, tile_block: int = 0, flags: tuple[str, ...] = FLAGS) -> None:
+                 threads: int | None = None, tile_block: int = 0, layout: str = "NCHW",
+                 flags: tuple[str, ...] = FLAGS) -> None:
         self.algorithm = _check_alg(alg)
+        if str(layout).upper() not in LAYOUTS:
+            raise InputError(f"layout '{layout}' is not supported: use NCHW or NHWC")
+        self.layout = str(layout).upper()
         self.pads = resolve_padding(padding, (alg.r, alg.r))
         self.relu = relu
         self.threads = threads or os.cpu_count() or 1
@@ -230,7 +238,8 @@ class Kernel:
         oh, ow = h + pt + pb - r + 1, w + pl + pr - r + 1
         if oh < 1 or ow < 1:
             raise InputError(f"input {h}x{w} with padding {self.pads} is smaller than the {r}x{r} kernel")
-        return _Shape(n, c, h, w, k, oh, ow, pt, pl, int(self.relu), self.threads, self.tile_block, 0, 7)
+        return _Shape(n, c, h, w, k, oh, ow, pt, pl, int(self.relu), self.threads, self.tile_block, 0,
+                      LAYOUTS.index(self.layout), 7)
 
     def _shape_ref(self) -> Any:
         return ctypes.byref(self._shape)
@@ -260,19 +269,22 @@ class Kernel:
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         r = self.algorithm.r
-        if x.ndim != 4 or w.ndim != 4 or tuple(w.shape[2:]) != (r, r) or w.shape[1] != x.shape[1]:
-            raise InputError(f"expected x (N, C, H, W) and w (K, C, {r}, {r}); got x {x.shape} and w {w.shape}")
-        if self.layer is not None and (*x.shape, w.shape[0]) != self.layer:
+        nhwc = self.layout == "NHWC"
+        nchw_shape = (x.shape[0], x.shape[3], x.shape[1], x.shape[2]) if nhwc and x.ndim == 4 else x.shape
+        if x.ndim != 4 or w.ndim != 4 or tuple(w.shape[2:]) != (r, r) or w.shape[1] != nchw_shape[1]:
+            raise InputError(f"expected x {'(N, H, W, C)' if nhwc else '(N, C, H, W)'} and w (K, C, {r}, {r}); "
+                             f"got x {x.shape} and w {w.shape}")
+        if self.layer is not None and (*nchw_shape, w.shape[0]) != self.layer:
             raise InputError(f"this kernel was compiled for layer {self.layer} (N, C, H, W, K); "
-                             f"got x {x.shape} and {w.shape[0]} filters")
-        s = self._prepare(tuple(x.shape), int(w.shape[0]))
+                             f"got x {x.shape} ({self.layout}) and {w.shape[0]} filters")
+        s = self._prepare(tuple(nchw_shape), int(w.shape[0]))
         if w is not self._w:
             self.set_weights(w)
         if bias is not None:
             bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
             if bias.size != s.k:
                 raise InputError(f"bias has {bias.size} values, expected {s.k}")
-        y = np.empty((s.n, s.k, s.oh, s.ow), dtype=np.float32)
+        y = np.empty((s.n, s.oh, s.ow, s.k) if nhwc else (s.n, s.k, s.oh, s.ow), dtype=np.float32)
         self._fn("conv2d")(ctypes.byref(s), _ptr(x), _ptr(self._u), _ptr(bias), _ptr(y), _ptr(self._work))
         return y
 
