@@ -65,6 +65,10 @@ def test_bias_relu_small_tile_block_and_cached_weights():
     u = kernel._u
     y2 = kernel(x, w, b)
     assert kernel._u is u and np.array_equal(y1, y2)
+    out = np.empty_like(y1)
+    assert kernel(x, w, b, out=out) is out and np.array_equal(out, y1)
+    with pytest.raises(InputError, match="out must be"):
+        kernel(x, w, b, out=np.empty((1, 2), np.float32))
     w2 = w * 2
     assert rel_err(kernel(x, w2), np.maximum(correlate_direct(x, w2, 1), 0)) < TOL[8]
 

@@ -266,7 +266,10 @@ class Kernel:
         self._fn("transform_weights")(ctypes.byref(s), _ptr(w), _ptr(u))
         self._w, self._u = w, u
 
-    def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None,
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """y for input x and weights w (+ bias); `out`, a C-contiguous float32 array of y's shape, is
+        written in place of a new array (saves the page faults of a fresh large array per call)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         r = self.algorithm.r
         nhwc = self.layout == "NHWC"
@@ -284,7 +287,14 @@ class Kernel:
             bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
             if bias.size != s.k:
                 raise InputError(f"bias has {bias.size} values, expected {s.k}")
-        y = np.empty((s.n, s.oh, s.ow, s.k) if nhwc else (s.n, s.k, s.oh, s.ow), dtype=np.float32)
+        y_shape = (s.n, s.oh, s.ow, s.k) if nhwc else (s.n, s.k, s.oh, s.ow)
+        if out is None:
+            y = np.empty(y_shape, dtype=np.float32)
+        elif out.shape != y_shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise InputError(f"out must be a C-contiguous float32 array of shape {y_shape}, "
+                             f"got {out.dtype} {out.shape}")
+        else:
+            y = out
         self._fn("conv2d")(ctypes.byref(s), _ptr(x), _ptr(self._u), _ptr(bias), _ptr(y), _ptr(self._work))
         return y
 
