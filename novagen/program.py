@@ -211,17 +211,19 @@ def _emit_row(b: _Builder, row: dict[int, Fraction]) -> int:
     return b.scale(best, acc)
 
 
+def _pair_keys(row: dict[int, Fraction]) -> set[tuple[int, int, tuple[int, int]]]:
+    """The two-term patterns (u, v, cv/cu) of a row, u < v."""
+    return {(u, v, _ratio(cu, cv)) for (u, cu), (v, cv) in combinations(sorted(row.items()), 2)}
+
+
 @lru_cache(maxsize=4096)
 def _compile(M: Matrix) -> Program:
     n = len(M[0])
     b = _Builder(n)
     rows = [{j: c for j, c in enumerate(row) if c != 0} for row in M]
+    row_keys = [_pair_keys(row) for row in rows]
+    counts: Counter[tuple[int, int, tuple[int, int]]] = Counter(k for keys in row_keys for k in keys)
     while True:
-        counts: Counter[tuple[int, int, tuple[int, int]]] = Counter()
-        for row in rows:
-            items = sorted(row.items())
-            for (u, cu), (v, cv) in combinations(items, 2):
-                counts[(u, v, _ratio(cu, cv))] += 1
         shared = [item for item in counts.items() if item[1] >= 2]
         if not shared:
             break
@@ -229,11 +231,14 @@ def _compile(M: Matrix) -> Program:
         rho = Fraction(*nd)
         sv = b.scale(abs(rho), v)
         t = b.emit(Op("add" if rho > 0 else "sub", u, sv))
-        for row in rows:
-            if u in row and v in row and _ratio(row[u], row[v]) == nd:
+        for i, row in enumerate(rows):
+            if (u, v, nd) in row_keys[i]:
                 cu = row.pop(u)
                 del row[v]
                 row[t] = row.get(t, 0) + cu
+                counts.subtract(row_keys[i])
+                row_keys[i] = _pair_keys(row)
+                counts.update(row_keys[i])
     done: dict[tuple[tuple[int, Fraction], ...], int] = {}
     outputs = []
     for row in rows:
