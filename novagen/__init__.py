@@ -14,6 +14,7 @@ from novagen.algebra import (  # noqa: E402
     parse_spec,
 )
 from novagen.catalog import algorithm, catalog_entries  # noqa: E402
+from novagen.codegen import compile, generate  # noqa: E402
 from novagen.errors import (  # noqa: E402
     CatalogError,
     CheckFailed,
@@ -30,7 +31,8 @@ from novagen.verify import Certificate, verify  # noqa: E402
 __all__ = [
     "INF", "Algorithm", "CatalogError", "Certificate", "CheckFailed", "InputError", "Nested",
     "NovagenError", "PointsError", "Spec", "SpecError", "TransformFileError", "VerificationFailed",
-    "__version__", "algorithm", "build", "catalog_entries", "family_points", "from_dict", "metrics",
+    "__version__", "algorithm", "build", "catalog_entries", "compile", "family_points", "from_dict", "generate",
+    "metrics",
     "parse_points", "parse_spec", "verify",
 ]
 

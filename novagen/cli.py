@@ -108,6 +108,27 @@ def show(
             out.print(_matrix_table(f"{label} ({len(M)}×{len(M[0])})", M))
     out.print()
     out.print(_metrics_table(metrics(alg)))
+    if isinstance(alg, Algorithm):
+        out.print()
+        out.print(_program_table(alg))
+
+
+def _program_table(alg: Algorithm) -> Table:
+    """Operation counts of the transform programs (shared subexpressions) against dense products."""
+    from novagen.program import program_report, transform_cost
+
+    table = Table(title="transform programs (adds/muls/shifts = total)", title_justify="left")
+    for col in ("matrix", "shared", "row by row", "dense product"):
+        table.add_column(col, justify="left" if col == "matrix" else "right")
+
+    def cell(c: dict[str, int]) -> str:
+        return f"{c['adds']}/{c['muls']}/{c['shifts']} = {c['total']}"
+
+    for name, rep in program_report(alg).items():
+        table.add_row(name, cell(rep["shared"]), cell(rep["rowwise"]), cell(rep["naive"]))
+    cost = transform_cost(alg)
+    table.add_row("2D tile (BT in, AT out)", cell(cost), "", cell(cost["naive"]))
+    return table
 
 
 def _read_transform(path: Path) -> AnyAlgorithm:
@@ -328,6 +349,88 @@ def catalog_cmd(
                       _fmt(m["cond_G"]), _fmt(m["cond_BT"]), _fmt(m["amplification_2d"]), _fmt(m["max_entry"]),
                       proven)
     _out().print(table)
+
+@app.command()
+def generate(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    target: str = typer.Option("c", "--target", "-t", help="code generation target: c"),
+    layer: str | None = typer.Option(None, "--layer", help="N,C,H,W,K the kernel is meant for, e.g. 1,64,56,56,64"),
+    padding: int = typer.Option(1, "--padding", help="zero padding on each side"),
+    output: Path = typer.Option(Path("build"), "--output", "-o", help="folder to write into"),
+    points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="report the written files as JSON"),
+) -> None:
+    """Kernel source (.c, .h), a Makefile, build.sh and a README for an algorithm."""
+    from novagen.codegen import generate as gen
+
+    alg = _resolve(spec, points, None)
+    paths = gen(alg, output, target=target, layer=layer, padding=padding)
+    if as_json:
+        _print_json({"algorithm": alg.label, "target": target, "files": [str(p) for p in paths]})
+    else:
+        Console(stderr=True).print("\n".join(f"wrote {p}" for p in paths))
+
+
+@app.command()
+def bench(
+    target: str = typer.Option("c", "--target", "-t", help="code generation target: c"),
+    network: str | None = typer.Option(None, "--network", help="a network's 3x3 conv layers: vgg16"),
+    batch: int = typer.Option(1, "--batch", help="batch size for --network"),
+    layer: str | None = typer.Option(None, "--layer", help="one layer N,C,H,W,K (3x3, padding 1)"),
+    algorithms: list[str] | None = typer.Option(
+        None, "--algorithm", "-a", help="algorithm(s) to try; the fastest per layer is reported "
+        "(default: F(2,3)/classic, F(4,3)/nova, F(6,3)/nova)"),
+    repeats: int = typer.Option(5, "--repeats", help="timed runs of each kernel (median reported)"),
+    threads: int | None = typer.Option(None, "--threads", help="threads for ours and the baseline (default: all)"),
+    layout: str = typer.Option("NCHW", "--layout", help="NCHW, or NHWC (torch then runs channels_last)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Time generated kernels against torch.nn.functional.conv2d (oneDNN), alternating, median of repeats."""
+    from rich.progress import Progress
+
+    from novagen.bench import DEFAULT_ALGORITHMS, Layer, bench_layers, network_layers
+    from novagen.codegen import _target, parse_layer
+
+    _target(target)
+    if (network is None) == (layer is None):
+        raise InputError("give either --network NAME or --layer N,C,H,W,K")
+    if repeats < 1:
+        raise InputError(f"--repeats {repeats} must be at least 1")
+    if layout.upper() not in ("NCHW", "NHWC"):
+        raise InputError(f"--layout {layout} is not supported: use NCHW or NHWC")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError("bench compares with torch.nn.functional.conv2d: pip install torch") from None
+    layers = network_layers(network, batch) if network else [Layer(("layer",), parse_layer(layer))]  # type: ignore[arg-type]
+    algs = [_resolve(a, None, None) for a in (algorithms or DEFAULT_ALGORITHMS)]
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("benchmarking", total=len(layers))
+        result = bench_layers(layers, algs, repeats=repeats, threads=threads, layout=layout,  # type: ignore[arg-type]
+                              progress=lambda msg: bar.update(task, advance=1, description=msg))
+    if as_json:
+        _print_json(result)
+        return
+    m = result["machine"]
+    out = _out()
+    out.print(f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, {m['compiler']}; "
+              f"baseline {result['baseline']['name']} {result['baseline']['version']} "
+              f"({result['baseline']['backend']}); load {m['load_1min']:.2f} → {m['load_1min_end']:.2f}")
+    table = Table(title=f"novagen bench ({target}, {layout.upper()})", title_justify="left")
+    for col in ("layers", "N,C,H,W,K", "algorithm", "ours ms", "torch ms", "ratio", "ours GF/s", "torch GF/s",
+                "GEMM GF/s", "of sgemm", "of µkernel"):
+        table.add_column(col, justify="left" if col in ("layers", "algorithm") else "right", no_wrap=True)
+    for r in result["layers"]:
+        ratio = f"{r['ratio']:.2f}x"
+        table.add_row(",".join(r["layers"]), ",".join(map(str, r["shape"])), r["algorithm"], f"{r['ours_ms']:.2f}",
+                      f"{r['baseline_ms']:.2f}", ratio if r["ratio"] >= 1 else f"[red]{ratio}[/red]",
+                      f"{r['ours_gflops']:.0f}", f"{r['baseline_gflops']:.0f}", f"{r['gemm_stage_gflops']:.0f}",
+                      f"{r['gemm_fraction_of_sgemm']:.0%}", f"{r['gemm_fraction_of_ukernel_peak']:.0%}")
+    out.print(table)
+    out.print(f"geomean ratio {result['geomean_ratio']:.2f}x over {sum(len(r['layers']) for r in result['layers'])} "
+              f"layers; sgemm (torch.mm 2048²) {m['sgemm_gflops']:.0f} GFLOP/s, "
+              f"micro-kernel in cache {m['ukernel_peak_gflops']:.0f} GFLOP/s")
 
 
 @app.command("accuracy")

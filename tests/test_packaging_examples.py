@@ -28,6 +28,7 @@ def test_non_editable_wheel_carries_the_catalog(tmp_path):
     (wheel,) = wheels.glob("novagen-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "novagen/_data/verify/f6_3-nova.json" in names
+    assert "novagen/_data/templates/c/winograd_conv2d.c.j2" in names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -40,3 +41,6 @@ def test_non_editable_wheel_carries_the_catalog(tmp_path):
     out = subprocess.run([str(venv / "bin" / "novagen"), "catalog", "F(8,3)", "--json"], capture_output=True,
                          text=True, cwd=tmp_path, env=env, check=True).stdout
     assert [r["name"] for r in json.loads(out)] == ["F(8,3)/integer", "F(8,3)/classic", "F(8,3)/nova"]
+    gen = subprocess.run([str(venv / "bin" / "novagen"), "generate", "F(4,3)/nova", "-o", str(tmp_path / "gen"),
+                          "--json"], capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout
+    assert any(f.endswith(".c") for f in json.loads(gen)["files"])

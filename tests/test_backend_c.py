@@ -1,0 +1,216 @@
+import shutil
+
+import numpy as np
+import pytest
+
+import novagen
+from novagen.backends.c import BuildError, build, cache_dir
+from novagen.codegen import parse_layer
+from novagen.errors import InputError
+from novagen.reference import correlate_direct
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "novagen-cache"))
+
+
+def alg_of(name):
+    return novagen.algorithm(name) if "/" in name else novagen.algorithm(name, points="classic")
+
+
+def rel_err(y, ref):
+    return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+
+
+# fp32 error of each tile size against the float64 direct correlation (bounds well above measured)
+TOL = {4: 2e-6, 6: 5e-6, 8: 2e-5, 10: 2e-4}
+
+CASES = [
+    ("F(2,3)/classic", (2, 5, 9, 7, 3), 1),
+    ("F(4,3)/nova", (1, 11, 13, 10, 17), 0),
+    ("F(6,3)/nova", (2, 9, 15, 17, 19), 1),
+    ("F(6,3)/classic", (1, 3, 8, 8, 8), 0),
+    ("F(8,3)/nova", (3, 4, 12, 21, 5), 1),
+    ("F(4,5)", (1, 6, 11, 14, 9), 2),
+]
+
+
+@pytest.mark.parametrize("name,layer,pad", CASES)
+def test_kernel_matches_direct_correlation(name, layer, pad):
+    alg = alg_of(name)
+    n, c, h, w, k = layer
+    rng = np.random.default_rng(sum(layer))
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c, alg.r, alg.r)).astype(np.float32)
+    kernel = novagen.compile(alg, target="c", layer=layer, padding=pad)
+    y = kernel(x, wt)
+    ref = correlate_direct(x, wt, pad)
+    assert y.shape == ref.shape and y.dtype == np.float32
+    assert rel_err(y, ref) < TOL[alg.alpha]
+
+
+def test_bias_relu_small_tile_block_and_cached_weights():
+    alg = novagen.algorithm("F(6,3)/nova")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 10, 20, 23)).astype(np.float32)
+    w = rng.standard_normal((13, 10, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(13).astype(np.float32)
+    kernel = novagen.compile(alg, padding=1, relu=True, tile_block=6, threads=2)
+    ref = np.maximum(correlate_direct(x, w, 1) + b[None, :, None, None], 0)
+    y1 = kernel(x, w, b)
+    assert rel_err(y1, ref) < TOL[8]
+    u = kernel._u
+    y2 = kernel(x, w, b)
+    assert kernel._u is u and np.array_equal(y1, y2)
+    out = np.empty_like(y1)
+    assert kernel(x, w, b, out=out) is out and np.array_equal(out, y1)
+    with pytest.raises(InputError, match="out must be"):
+        kernel(x, w, b, out=np.empty((1, 2), np.float32))
+    w2 = w * 2
+    assert rel_err(kernel(x, w2), np.maximum(correlate_direct(x, w2, 1), 0)) < TOL[8]
+
+
+def test_generated_transforms_match_matrices():
+    alg = novagen.algorithm("F(6,3)/nova")
+    AT, G, BT = alg.matrices("float64")
+    kernel = novagen.compile(alg)
+    rng = np.random.default_rng(2)
+    d = rng.standard_normal((8, 8)).astype(np.float32)
+    m = rng.standard_normal((8, 8)).astype(np.float32)
+    g = rng.standard_normal((3, 3)).astype(np.float32)
+    for got, want in ((kernel.transform_tile("input", d), BT @ d @ BT.T),
+                      (kernel.transform_tile("output", m), AT @ m @ AT.T),
+                      (kernel.transform_tile("filter", g), G @ g @ G.T)):
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_source_shows_shared_subexpressions():
+    from novagen.backends.c import render
+    from novagen.program import programs
+
+    alg = novagen.algorithm("F(6,3)/nova")
+    src = next(v for k, v in render(alg).items() if k.endswith(".c"))
+    assert "BT 24/20/0" in src
+    body = src.split("static inline void nv_bt(")[1].split("}")[0]
+    assert body.count(" = ") == len(programs(alg).BT.ops) + 8 + 8
+
+
+def test_cache_reuses_build_and_checks_key():
+    alg = novagen.algorithm("F(2,3)/classic")
+    first = build(alg)
+    again = build(alg)
+    assert again.cached and again.path == first.path and again.key == first.key
+    (first.path.parent / "key.json").write_text('{"key": "tampered"}')
+    rebuilt = build(alg)
+    assert not rebuilt.cached and str(cache_dir()) in str(rebuilt.path)
+
+
+def test_no_compiler_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc-novagen")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(BuildError, match="no C compiler"):
+        novagen.compile(novagen.algorithm("F(4,3)/nova"))
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError, match="N,C,H,W,K"):
+        parse_layer("1,2,3")
+    with pytest.raises(InputError, match="target"):
+        novagen.compile(novagen.algorithm("F(4,3)/nova"), target="fpga")
+    kernel = novagen.compile(novagen.algorithm("F(4,3)/nova"), layer=(1, 2, 8, 8, 3))
+    with pytest.raises(InputError, match="compiled for layer"):
+        kernel(np.zeros((1, 2, 9, 8), np.float32), np.zeros((3, 2, 3, 3), np.float32))
+
+
+def fp32_matrix_pipeline(alg, x, w, pad):
+    """The same Winograd pipeline in NumPy float32 with each matrix entry rounded once."""
+    from novagen import reference as R
+
+    AT, G, BT = alg.matrices("float32")
+    tiles, out = R.input_tiles(x, [alg, alg], pad)
+    V = R.transform_input(tiles.astype(np.float32), [BT, BT]).astype(np.float32)
+    U = R.transform_filter(w, [G, G]).astype(np.float32)
+    M = np.einsum("kcab,ncijab->nkijab", U, V).astype(np.float32)
+    return R.assemble(R.transform_output(M, [AT, AT]).astype(np.float32), out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["F(2,3)/integer", "F(4,3)/integer", "F(4,3)/classic", "F(6,3)/integer",
+                                  "F(6,3)/classic", "F(8,3)/classic", "F(8,3)/integer", "F(8,3)/nova"])
+def test_generated_code_as_accurate_as_the_matrices(name):
+    """On VGG-like shapes the kernel's error is that of fp32 arithmetic with the rounded matrices:
+    sharing subexpressions costs no accuracy (also for the ill-conditioned integer points)."""
+    alg = alg_of(name)
+    rng = np.random.default_rng(3)
+    for layer, pad in (((2, 37, 29, 31, 45), 1), ((1, 64, 28, 28, 64), 1), ((1, 3, 33, 30, 20), 0)):
+        n, c, h, w, k = layer
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        wt = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+        ref = correlate_direct(x, wt, pad)
+        y = novagen.compile(alg, layer=layer, padding=pad)(x, wt)
+        assert rel_err(y, ref) < 1.5 * rel_err(fp32_matrix_pipeline(alg, x, wt, pad), ref) + 1e-7
+
+def cli(capsys, *args):
+    from novagen.cli import run
+
+    code = run(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_generate_writes_buildable_kernel(capsys, tmp_path):
+    import json
+    import subprocess
+
+    code, out, _ = cli(capsys, "generate", "F(6,3)/nova", "--target", "c", "--layer", "1,64,56,56,64",
+                       "-o", str(tmp_path), "--json")
+    assert code == 0
+    files = {p.rsplit("/", 1)[1] for p in json.loads(out)["files"]}
+    assert {"Makefile", "build.sh", "README.md"} <= files and sum(f.endswith((".c", ".h")) for f in files) == 2
+    readme = (tmp_path / "README.md").read_text()
+    assert "1, 64, 56, 56, 64" in readme and "BT: 24/20/0 = 44 (120)" in readme
+    subprocess.run(["sh", str(tmp_path / "build.sh")], check=True, capture_output=True)
+    assert any(p.suffix == ".so" for p in tmp_path.iterdir())
+
+
+def test_cli_bench_json_contract(capsys):
+    import json
+
+    code, out, _ = cli(capsys, "bench", "--target", "c", "--layer", "1,16,12,12,16", "--algorithm", "F(4,3)/nova",
+                       "--repeats", "1", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert {"cpu", "cores", "compiler", "sgemm_gflops"} <= set(doc["machine"])
+    assert doc["baseline"]["name"] == "torch.nn.functional.conv2d" and doc["baseline"]["version"]
+    (row,) = doc["layers"]
+    assert row["shape"] == [1, 16, 12, 12, 16] and row["algorithm"] == "F(4,3)/nova"
+    assert row["ratio"] == pytest.approx(row["baseline_ms"] / row["ours_ms"])
+    assert row["rel_error_vs_baseline"]["F(4,3)/nova"] < 1e-5
+    assert doc["geomean_ratio"] == pytest.approx(row["ratio"])
+
+
+def test_cli_bad_input(capsys):
+    code, _, err = cli(capsys, "bench", "--layer", "1,2,3")
+    assert code == 2 and "N,C,H,W,K" in err
+    code, _, err = cli(capsys, "bench", "--network", "resnet7")
+    assert code == 2 and "vgg16" in err
+    code, _, err = cli(capsys, "generate", "F(6,3)/nova", "--target", "fpga", "-o", "/tmp/x")
+    assert code == 2 and "target" in err
+
+
+@pytest.mark.parametrize("name,pad", [("F(6,3)/nova", 1), ("F(4,5)", 0)])
+def test_nhwc_layout(name, pad):
+    alg = alg_of(name)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 13, 15, 19)).astype(np.float32)
+    w = rng.standard_normal((10, 13, alg.r, alg.r)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    kernel = novagen.compile(alg, padding=pad, layout="NHWC", layer=(2, 13, 15, 19, 10))
+    y = kernel(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), w, b)
+    ref = (correlate_direct(x, w, pad) + b[None, :, None, None]).transpose(0, 2, 3, 1)
+    assert y.shape == ref.shape and rel_err(y, ref) < TOL[alg.alpha]
+    with pytest.raises(InputError, match="layout"):
+        novagen.compile(alg, layout="CHWN")
