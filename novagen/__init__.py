@@ -38,9 +38,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """Submodules loaded on first use: `novagen.accuracy`, `novagen.networks` and `novagen.torch`
-    (the last two need the torch extra)."""
-    if name in ("accuracy", "networks", "torch"):
+    """Submodules loaded on first use: `novagen.accuracy`, `novagen.search` (callable:
+    `novagen.search("F(8,3)")`), `novagen.networks` and `novagen.torch` (the last two need the torch extra)."""
+    if name in ("accuracy", "search", "networks", "torch"):
         import importlib
 
         return importlib.import_module(f"novagen.{name}")

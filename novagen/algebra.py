@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -578,7 +578,12 @@ def round_fraction(x: Fraction, dtype: Any) -> Any:
 
 
 def _to_array(M: Matrix, dtype: Any) -> np.ndarray:
-    dt = np.dtype(dtype)
+    return _rounded(M, np.dtype(dtype)).copy()
+
+
+@lru_cache(maxsize=4096)
+def _rounded(M: Matrix, dt: np.dtype) -> np.ndarray:
+    """M with every entry rounded once from its exact value (cached by content: exact rounding is slow)."""
     if dt == np.float64 or dt.kind in "iu":
         return np.array([[float(v) for v in row] for row in M], dtype=np.float64).astype(dt)
     return np.array([[round_fraction(v, dt) for v in row] for row in M], dtype=dt)

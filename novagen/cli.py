@@ -203,10 +203,27 @@ def _search_table(result: Any) -> Table:
     return table
 
 
+def _pareto_table(result: Any) -> Table:
+    a, b = result.objectives
+    table = Table(title=f"{result.spec}: Pareto front of {a} against {b}, seed {result.seed}, "
+                        f"{result.evaluations:,} evaluations, {result.seconds:.1f} s", title_justify="left")
+    for col, just in (("", "left"), ("points", "left"), (a, "right"), (b, "right"), ("κ(V)", "right"),
+                      ("verified", "right")):
+        table.add_column(col, justify=just, overflow="fold" if col == "points" else "ellipsis")
+    rows = [(f"front {i}", p) for i, p in enumerate(result.front, 1)] + [(p.reference, p) for p in result.references]
+    for label, p in rows:
+        table.add_row(label, ",".join(format_point(x) for x in p.algorithm.points), _fmt(p.values[0]),
+                      _fmt(p.values[1]), _fmt(metrics(p.algorithm)["vandermonde_cond"]),
+                      "[green]yes[/green]" if p.verified else "[red]no[/red]")
+    return table
+
+
 @app.command("search")
 def search_cmd(
     spec: str | None = typer.Argument(None, help='a 1D spec such as "F(8,3)"'),
-    objective: str = typer.Option("vandermonde", "--objective", help="vandermonde, transforms, or a weighted sum"),
+    objective: str = typer.Option("vandermonde", "--objective",
+                                  help="vandermonde, transforms, fp16, bf16, int8, int8-tap, fp8-e4m3, cost, "
+                                       "or a weighted sum such as 'fp16 + 0.5*cost'"),
     max_denominator: int = typer.Option(12, "--max-denominator", "-d", help="largest denominator of a point"),
     symmetric: bool = typer.Option(True, "--symmetric/--no-symmetric", help="search sets {0, ±a, ±b, ...}"),
     dyadic: bool = typer.Option(False, "--dyadic", help="denominators powers of two only (shift-add transforms)"),
@@ -218,6 +235,9 @@ def search_cmd(
     budget_seconds: float | None = typer.Option(None, "--budget-seconds", help="wall-clock cap"),
     workers: int = typer.Option(1, "--workers", help="processes running restarts in parallel"),
     top: int = typer.Option(10, "--top", help="verified candidates to show"),
+    balanced: bool = typer.Option(False, "--balanced", help="return matrices with G/BT rows scaled by powers of 2"),
+    pareto: str | None = typer.Option(None, "--pareto", metavar="OBJECTIVE",
+                                      help="front of --objective against this, e.g. --objective fp16 --pareto cost"),
     campaign: Path | None = typer.Option(None, "--campaign", help="re-run a campaign file (search/*.toml)"),
     write: bool = typer.Option(False, "--write", help="with --campaign: write the catalog entry into verify/"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
@@ -230,6 +250,8 @@ def search_cmd(
     if (spec is None) == (campaign is None):
         raise InputError("give a spec such as F(8,3), or --campaign FILE")
     camp = S.load_campaign(campaign) if campaign is not None else None
+    if pareto is not None and camp is not None:
+        raise InputError("--pareto runs a new search: give a spec, not --campaign")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                         TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
@@ -242,16 +264,32 @@ def search_cmd(
                 progress.update(task, completed=ev["restart"],
                                 info=f"restart {ev['restart']}/{ev['restarts']}  {ev['evaluations']:,} evals  "
                                      f"best log-score {ev['best']:.4f}")
+            elif ev["phase"] == "pareto":
+                progress.update(task, description="pareto (lattice)", completed=ev["step"], total=ev["steps"],
+                                info=f"weight {ev['weight']:g}  {ev['evaluations']:,} evals")
             else:
                 progress.update(task, description=f"{ev['phase']}", info=f"{ev['evaluations']:,} evals")
 
-        if camp is not None:
+        if pareto is not None:
+            front = S.pareto(spec or "", objective, pareto, max_denominator=max_denominator, symmetric=symmetric,
+                             dyadic=dyadic, infinity=infinity, max_abs=max_abs, seed=seed, restarts=restarts,
+                             max_evaluations=min(max_evaluations, 4000), budget_seconds=budget_seconds,
+                             workers=workers, on_progress=on_progress)
+        elif camp is not None:
             result = S.run_campaign(camp, on_progress)
         else:
             result = S.search(spec or "", objective, max_denominator=max_denominator, symmetric=symmetric,
                               dyadic=dyadic, infinity=infinity, max_abs=max_abs, seed=seed, restarts=restarts,
                               max_evaluations=max_evaluations, budget_seconds=budget_seconds, workers=workers,
-                              top=top, on_progress=on_progress)
+                              top=top, balanced=balanced, on_progress=on_progress)
+    if pareto is not None:
+        if as_json:
+            _print_json(front.to_dict())
+        else:
+            _out().print(_pareto_table(front))
+            if front.dropped:
+                _out().print(f"[yellow]{front.dropped} candidate(s) failed verification and were dropped[/yellow]")
+        return
     doc = result.to_dict()
     status = 0
     if camp is not None:

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import time
+import types
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from novagen.algebra import Algorithm, Spec, parse_spec
-from novagen.errors import InputError, SpecError
+from novagen.catalog import lookup
+from novagen.errors import InputError, NovagenError, SpecError
 from novagen.metrics import amplification_of, cond2, float_transforms, vandermonde
 from novagen.verify import verify
 
@@ -73,6 +76,7 @@ class Objective:
     description: str
     fn: Callable[[PointSet], float]
     needs_exact: bool = False
+    expensive: bool = False
 
 
 def _vandermonde(ps: PointSet) -> float:
@@ -81,6 +85,85 @@ def _vandermonde(ps: PointSet) -> float:
 
 def _transforms(ps: PointSet) -> float:
     return amplification_of(*ps.transforms()) ** 2
+
+
+ERROR_LAYER = (1, 16, 0, 0, 8)
+"""Measured-error objectives run one layer N=1, C=16, K=8 of H = W = 4m (16 tiles per channel)."""
+
+
+@lru_cache(maxsize=64)
+def _error_data(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed seeded operands (common random numbers: every candidate sees the same data) and the
+    float64 direct reference."""
+    from novagen.accuracy import layer_data
+    from novagen.reference import correlate_direct
+
+    n, c, _, _, k = ERROR_LAYER
+    x, w = layer_data((n, c, 4 * m, 4 * m, k), seed=0, r=r)
+    return x, w, correlate_direct(x, w, "same")
+
+
+@lru_cache(maxsize=65536)
+def exact_algorithm(m: int, r: int, points: tuple[Fraction, ...]) -> Algorithm:
+    """The exact algorithm of a rational point set (cached: cost and measured objectives share it)."""
+    return Algorithm.from_points(Spec.of(m, r), list(points))
+
+
+@dataclass(frozen=True)
+class _FloatAlgorithm:
+    """Float transforms that quack like an Algorithm for the precision emulation (continuous phase)."""
+
+    m: int
+    r: int
+    mats: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def alpha(self) -> int:
+        return self.m + self.r - 1
+
+    def matrices(self, dtype: Any = "float64") -> tuple[np.ndarray, ...]:
+        return tuple(M.astype(dtype) for M in self.mats)
+
+
+def _balanced(AT: np.ndarray, G: np.ndarray, BT: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """accuracy.balance on float matrices: rows of G and BT scaled by powers of two to max |entry| in
+    [1/2, 1), the inverse folded into AT (exact in binary floating point)."""
+    def powers(M: np.ndarray) -> np.ndarray:
+        top = np.abs(M).max(axis=1)
+        return np.where(top > 0, 2.0 ** -(np.floor(np.log2(np.where(top > 0, top, 1))) + 1), 1.0)
+
+    g, b = powers(G), powers(BT)
+    return AT / (g * b)[None, :], G * g[:, None], BT * b[:, None]
+
+
+def measured_error(ps: PointSet, precision: str) -> float:
+    """Relative L2 error of the 2D Winograd layer under a precision policy (novagen.accuracy, fp32 stages
+    through BLAS), on the fixed data of `_error_data`, with balanced matrices; inf when any stage overflows.
+
+    The matrices come from float64 transforms of the points, rounded once to the format: for rational
+    points this differs from rounding the exact entries only in rare last-bit ties, and it is 10x faster.
+    """
+    from novagen.accuracy import policy, winograd_emulate
+
+    x, w, ref = _error_data(ps.m, ps.r)
+    alg = _FloatAlgorithm(ps.m, ps.r, _balanced(*ps.transforms()))
+    y, counts = winograd_emulate(x, w, [alg, alg], policy(precision), "same", blas=True)
+    if any(counts.values()):
+        return math.inf
+    return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+
+
+def _measured(precision: str) -> Callable[[PointSet], float]:
+    def fn(ps: PointSet) -> float:
+        return measured_error(ps, precision)
+    return fn
+
+
+def _cost(ps: PointSet) -> float:
+    from novagen.program import transform_cost
+
+    assert ps.exact is not None
+    return float(transform_cost(exact_algorithm(ps.m, ps.r, ps.exact))["total"])
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -94,6 +177,15 @@ OBJECTIVES: dict[str, Objective] = {
         "far better than κ, and unlike products of κ(AT), κ(G), κ(BT) it is invariant to the free row scaling "
         "between G and BT)",
         _transforms),
+    **{p: Objective(
+        p, f"measured relative L2 error of a 2D layer in the {p} precision policy (novagen.accuracy) on fixed "
+           "seeded post-ReLU data, balanced matrices; overflow makes it infinite",
+        _measured(p), expensive=True) for p in ("fp16", "bf16", "int8", "int8-tap", "fp8-e4m3")},
+    "cost": Objective(
+        "cost", "operations of the runtime transforms per 2D tile (adds + multiplications + shifts of the "
+                "transform programs, common subexpressions shared); exact points only, so the continuous "
+                "phase is guided by the other terms or by vandermonde",
+        _cost, needs_exact=True, expensive=True),
 }
 
 
@@ -116,8 +208,17 @@ class Weighted:
     def needs_exact(self) -> bool:
         return any(o.needs_exact for _, o in self.terms)
 
+    @property
+    def expensive(self) -> bool:
+        return any(o.expensive for _, o in self.terms)
+
     def values(self, ps: PointSet) -> dict[str, float]:
         return {o.name: o.fn(ps) for _, o in self.terms}
+
+    def continuous(self) -> Weighted:
+        """The terms a float point set can be scored on; vandermonde when none can."""
+        terms = tuple(t for t in self.terms if not t[1].needs_exact)
+        return Weighted(terms or ((1.0, OBJECTIVES["vandermonde"]),))
 
     def score(self, ps: PointSet) -> float:
         total = 0.0
@@ -297,7 +398,7 @@ class _Restart:
 
 def _run_restart(job: _Restart) -> tuple[float, list[float], int, list[tuple[int, float]]]:
     """One CMA-ES run from a seeded random start: (best score, best x, evaluations, history)."""
-    obj = parse_objective(job.objective)
+    obj = parse_objective(job.objective).continuous()
     space = job.space
     rng = np.random.default_rng(job.seed)
     lo = np.array([0.05 if space.lower(i) == 0 else -1.5 for i in range(space.dim)])
@@ -315,7 +416,8 @@ def _run_restart(job: _Restart) -> tuple[float, list[float], int, list[tuple[int
         evals = 0
         while not es.stop() and time.monotonic() < job.deadline:
             xs = es.ask()
-            scores = [obj.score(space.point_set(np.asarray(x)[: space.dim])) for x in xs]
+            with np.errstate(all="ignore"):
+                scores = [obj.score(space.point_set(np.asarray(x)[: space.dim])) for x in xs]
             es.tell(xs, scores)
             evals += len(xs)
             history.append((evals, float(es.result.fbest)))
@@ -438,14 +540,45 @@ def search(
     budget_seconds: float | None = None,
     workers: int = 1,
     top: int = 10,
+    balanced: bool = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> SearchResult:
     """Find, snap and verify point sets for a 1D spec; deterministic for a given seed and budget.
 
     `max_evaluations` bounds the continuous phase over all restarts; `budget_seconds` is a wall-clock
-    cap on top (the result says whether it cut the search short).
+    cap on top (the result says whether it cut the search short). `balanced` returns the candidates with
+    G and BT rows scaled by powers of two (`accuracy.balance`): the same points, the normalization that
+    keeps fp16 taps away from underflow (the measured-error objectives score it).
     """
     start = time.monotonic()
+    spec, obj, space = _setup(spec, objective, max_denominator, symmetric, dyadic, infinity, max_abs, restarts,
+                              max_evaluations, workers, top, budget_seconds)
+    deadline = start + budget_seconds if budget_seconds else math.inf
+    report = on_progress or (lambda event: None)
+    continuous, history, evaluations = _continuous(space, obj, seed, restarts, max_evaluations, deadline,
+                                                   workers, report)
+    starts = [x for _, x in continuous] or [[]]
+    scored, lattice_evals = refine(space, obj, starts, max_denominator, dyadic,
+                                   enumeration=_enumeration(obj),
+                                   on_step=lambda n: report({"phase": "lattice", "evaluations": evaluations + n}))
+    evaluations += lattice_evals
+    report({"phase": "verify", "evaluations": evaluations})
+    ranked = sorted((sc, q) for q, sc in scored.items() if sc < PENALTY)
+    verified, dropped = _verified(space, (q for _, q in ranked), top, balanced)
+    candidates = [Candidate(alg, scored[q], obj.values(space.point_set(q)), True) for q, alg in verified]
+    if not candidates:
+        raise InputError(f"no verified candidate for {spec} under these constraints; widen --max-denominator")
+    settings = {"max_denominator": max_denominator, "symmetric": symmetric, "dyadic": dyadic,
+                "infinity": infinity, "max_abs": max_abs, "restarts": restarts,
+                "max_evaluations": max_evaluations, "workers": workers, "balanced": balanced}
+    return SearchResult(spec, obj.name, seed, settings, candidates, continuous, history, evaluations, dropped,
+                        time.monotonic() - start, truncated=time.monotonic() > deadline)
+
+
+def _setup(spec: str | Spec, objective: str, max_denominator: int, symmetric: bool, dyadic: bool,
+           infinity: bool, max_abs: float, restarts: int, max_evaluations: int, workers: int, top: int,
+           budget_seconds: float | None) -> tuple[Spec, Weighted, Space]:
+    """Checked inputs of a search: the spec, the objective and the space (InputError on bad values)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if spec.ndim != 1:
         raise SpecError(f"search works on one axis: search F({spec.m[0]},{spec.r[0]}) and nest it for {spec}")
@@ -460,32 +593,38 @@ def search(
         raise InputError(f"--max-abs must be positive, got {max_abs}")
     space = Space(spec, symmetric, infinity, float(max_abs))
     feasibility(space, max_denominator, dyadic)
-    deadline = start + budget_seconds if budget_seconds else math.inf
+    return spec, obj, space
 
-    def report(**event: Any) -> None:
-        if on_progress:
-            on_progress(event)
 
-    # Continuous phase: IPOP restarts; the population doubles, the evaluation share with it.
+def _enumeration(obj: Weighted) -> int:
+    """Lattice enumeration budget: measured errors and costs take milliseconds per set, not microseconds."""
+    return 2000 if obj.expensive else 20000
+
+
+def _continuous(space: Space, obj: Weighted, seed: int, restarts: int, max_evaluations: int, deadline: float,
+                workers: int, report: Callable[[dict[str, Any]], None]
+                ) -> tuple[list[tuple[float, list[float]]], list[tuple[int, float]], int]:
+    """IPOP restarts (population doubling, evaluation share with it): ranked optima, history, evaluations."""
     base = 4 + int(3 * math.log(max(space.dim, 2)))
     shares = [2**i for i in range(restarts)]
-    jobs = [_Restart(space, objective, i, seed * 7919 + i, base * 2**i,
+    jobs = [_Restart(space, obj.name, i, seed * 7919 + i, base * 2**i,
                      max(200, max_evaluations * s // sum(shares)), deadline) for i, s in enumerate(shares)]
     runs: list[tuple[float, list[float], int, list[tuple[int, float]]]] = []
+
+    def done(job: _Restart, res: tuple[float, list[float], int, list[tuple[int, float]]]) -> None:
+        runs.append(res)
+        report({"phase": "continuous", "restart": job.index + 1, "restarts": restarts,
+                "evaluations": sum(r[2] for r in runs), "best": min(r[0] for r in runs)})
+
     if space.dim == 0:
-        runs = []
+        pass
     elif workers == 1:
         for job in jobs:
-            runs.append(_run_restart(job))
-            report(phase="continuous", restart=job.index + 1, restarts=restarts,
-                   evaluations=sum(r[2] for r in runs), best=min(r[0] for r in runs))
+            done(job, _run_restart(job))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             for job, res in zip(jobs, pool.map(_run_restart, jobs)):
-                runs.append(res)
-                report(phase="continuous", restart=job.index + 1, restarts=restarts,
-                       evaluations=sum(r[2] for r in runs), best=min(r[0] for r in runs))
-    evaluations = sum(r[2] for r in runs)
+                done(job, res)
     history: list[tuple[int, float]] = []
     offset, best_so_far = 0, math.inf
     for _, _, n, hist in runs:
@@ -494,43 +633,167 @@ def search(
             history.append((offset + e, best_so_far))
         offset += n
     continuous = sorted(((r[0], r[1]) for r in runs), key=lambda t: t[0])
+    return continuous, history, offset
 
-    # Lattice phase from every restart's optimum.
-    starts = [x for _, x in continuous] or [[]]
-    scored, lattice_evals = refine(space, obj, starts, max_denominator, dyadic,
-                                   on_step=lambda n: report(phase="lattice", evaluations=evaluations + n))
-    evaluations += lattice_evals
-    ranked = sorted((s, q) for q, s in scored.items() if s < PENALTY)
-    report(phase="verify", evaluations=evaluations)
 
-    # Proof: every shown candidate is verified; failures are dropped and counted.
-    candidates: list[Candidate] = []
+def _verified(space: Space, sets: Iterable[tuple[Fraction, ...]], top: int, balanced: bool = False
+              ) -> tuple[list[tuple[tuple[Fraction, ...], Algorithm]], int]:
+    """The first `top` sets that the verifier proves exact, and how many failed (dropped, never shown).
+    `balanced` returns `accuracy.balance` of each algorithm: the normalization low precision needs."""
+    from novagen.accuracy import balance
+
+    out: list[tuple[tuple[Fraction, ...], Algorithm]] = []
     dropped = 0
-    for s, q in ranked:
-        if len(candidates) >= top:
+    for q in sets:
+        if len(out) >= top:
             break
-        alg = Algorithm.from_points(spec, canonical_points(space, q))
-        cert = verify(alg, symbolic_2d=False, strict=False)
-        if not cert.verified:
+        alg = Algorithm.from_points(space.spec, canonical_points(space, q))
+        if balanced:
+            alg = balance(alg)
+        if not verify(alg, symbolic_2d=False, strict=False).verified:
             dropped += 1
             continue
-        candidates.append(Candidate(alg, s, obj.values(space.point_set(q)), True))
-    if not candidates:
-        raise InputError(f"no verified candidate for {spec} under these constraints; widen --max-denominator")
+        out.append((q, alg))
+    return out, dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# Pareto mode: two objectives, the front of non-dominated verified sets
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    """A point of a two-objective front: an algorithm and its two objective values."""
+
+    algorithm: Algorithm
+    values: tuple[float, float]
+    verified: bool
+    reference: str | None = None
+
+    def to_dict(self, names: tuple[str, str]) -> dict[str, Any]:
+        from novagen.export import document
+
+        doc = document(self.algorithm)
+        doc["verified"] = self.verified
+        doc["objective_values"] = dict(zip(names, self.values))
+        if self.reference:
+            doc["reference"] = self.reference
+        return doc
+
+
+@dataclass
+class ParetoResult:
+    spec: Spec
+    objectives: tuple[str, str]
+    seed: int
+    settings: dict[str, Any]
+    front: list[FrontPoint]
+    references: list[FrontPoint]
+    evaluations: int
+    dropped: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": str(self.spec), "objectives": list(self.objectives), "seed": self.seed,
+            "settings": self.settings, "seconds": round(self.seconds, 3),
+            "front": [p.to_dict(self.objectives) for p in self.front],
+            "references": [p.to_dict(self.objectives) for p in self.references],
+            "evaluations": self.evaluations, "dropped_by_verification": self.dropped,
+        }
+
+
+def nondominated(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point dominates (both values <=, one <), sorted by the first value."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best_second = [], math.inf
+    for i in order:
+        if points[i][1] < best_second:
+            front.append(i)
+            best_second = points[i][1]
+    return front
+
+
+def pareto(
+    spec: str | Spec,
+    objective: str = "fp16",
+    against: str = "cost",
+    *,
+    weights: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+    max_denominator: int = 12,
+    symmetric: bool = True,
+    dyadic: bool = False,
+    infinity: bool = True,
+    max_abs: float = 3.0,
+    seed: int = 0,
+    restarts: int = 4,
+    max_evaluations: int = 4000,
+    budget_seconds: float | None = None,
+    workers: int = 1,
+    keep: int = 12,
+    references: Sequence[str] = ("classic", "nova", "kappa"),
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> ParetoResult:
+    """The front of `objective` against `against` (lower is better for both).
+
+    One continuous phase on `objective` (its float-scorable part); then, from the same optima, a lattice
+    refinement for each scalarization ln(objective) + w·ln(against), w in `weights`; every set any of them
+    ranks in its best `keep` is a candidate; the non-dominated ones are verified and returned. The catalog
+    entries of `references` (families such as classic and nova) are scored the same way for comparison.
+    """
+    start = time.monotonic()
+    spec, obj_a, space = _setup(spec, objective, max_denominator, symmetric, dyadic, infinity, max_abs,
+                                restarts, max_evaluations, workers, 1, budget_seconds)
+    obj_b = parse_objective(against)
+    if len(obj_a.terms) != 1 or len(obj_b.terms) != 1:
+        raise InputError("--pareto compares two single objectives, such as --objective fp16 --pareto cost")
+    if obj_a.name == obj_b.name:
+        raise InputError(f"--pareto needs a second objective, not {obj_b.name} again")
+    deadline = start + budget_seconds if budget_seconds else math.inf
+    report = on_progress or (lambda event: None)
+    continuous, _, evaluations = _continuous(space, obj_a, seed, restarts, max_evaluations, deadline, workers,
+                                             report)
+    starts = [x for _, x in continuous] or [[]]
+    a, b = obj_a.terms[0][1], obj_b.terms[0][1]
+    pool: set[tuple[Fraction, ...]] = set()
+    for i, w in enumerate(weights):
+        scal = Weighted(((1.0, a), (float(w), b))) if w else obj_a
+        scored, n = refine(space, scal, starts, max_denominator, dyadic, enumeration=_enumeration(scal))
+        evaluations += n
+        pool.update(q for _, q in sorted((sc, q) for q, sc in scored.items() if sc < PENALTY)[:keep])
+        report({"phase": "pareto", "weight": float(w), "step": i + 1, "steps": len(weights),
+                "evaluations": evaluations})
+    sets = sorted(pool)
+    values = [(a.fn(space.point_set(q)), b.fn(space.point_set(q))) for q in sets]
+    finite = [i for i, v in enumerate(values) if all(math.isfinite(x) for x in v)]
+    order = [finite[j] for j in nondominated([values[i] for i in finite])]
+    verified, dropped = _verified(space, (sets[i] for i in order), len(order))
+    ok = {q: alg for q, alg in verified}
+    front = [FrontPoint(ok[sets[i]], values[i], True) for i in order if sets[i] in ok]
+    refs = []
+    for family in references:
+        try:
+            alg = lookup(f"{spec}/{family}")
+        except NovagenError:  # a reference missing from the catalog is simply not shown
+            continue
+        finite_pts = getattr(alg, "finite_points", None)
+        if not finite_pts:
+            continue
+        ps = PointSet(spec.m[0], spec.r[0], np.array([float(p) for p in finite_pts]),
+                      len(finite_pts) < spec.alpha[0], tuple(finite_pts))
+        refs.append(FrontPoint(alg, (a.fn(ps), b.fn(ps)), True, family))
     settings = {"max_denominator": max_denominator, "symmetric": symmetric, "dyadic": dyadic,
                 "infinity": infinity, "max_abs": max_abs, "restarts": restarts,
-                "max_evaluations": max_evaluations, "workers": workers}
-    return SearchResult(spec, obj.name, seed, settings, candidates, continuous, history, evaluations, dropped,
-                        time.monotonic() - start, truncated=time.monotonic() > deadline)
-
-
+                "max_evaluations": max_evaluations, "workers": workers, "weights": list(weights), "keep": keep}
+    return ParetoResult(spec, (a.name, b.name), seed, settings, front, refs, evaluations, dropped,
+                        time.monotonic() - start)
 
 
 # ---------------------------------------------------------------------------------------------
 # Campaigns: one TOML file per catalog entry saying how it was found
 
 CAMPAIGN_KEYS = {"name", "spec", "objective", "max_denominator", "symmetric", "dyadic", "infinity", "max_abs",
-                 "seed", "restarts", "max_evaluations", "description"}
+                 "seed", "restarts", "max_evaluations", "balanced", "description"}
 
 
 @dataclass(frozen=True)
@@ -544,7 +807,6 @@ class Campaign:
 
 def load_campaign(path: str | Path) -> Campaign:
     """Read a campaign file (a path, or the file name of a campaign shipped in search/)."""
-    import sys
 
     if sys.version_info >= (3, 11):
         import tomllib
@@ -596,3 +858,14 @@ def campaign_provenance(campaign: Campaign, result: SearchResult) -> dict[str, A
         "continuous_best_score": result.continuous[0][0] if result.continuous else None,
         "novagen": __version__,
     }
+
+
+class _CallableModule(types.ModuleType):
+    """`novagen.search("F(8,3)", ...)` runs `search`; the module's other names (pareto, campaigns,
+    objectives) stay reachable as `novagen.search.pareto` and so on."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SearchResult:
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -148,12 +148,14 @@ def test_cli_bad_input_exit_2(capsys):
     assert run(["search"]) == 2
 
 
-def test_shipped_campaign_reproduces_its_catalog_entry(capsys):
-    code = run(["search", "--campaign", "search/f4_3-kappa.toml", "--json"])
+@pytest.mark.parametrize("name", ["f4_3-kappa", "f4_3-best"])
+def test_shipped_campaign_reproduces_its_catalog_entry(capsys, name):
+    code = run(["search", "--campaign", f"search/{name}.toml", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
     assert doc["campaign"]["reproduces_catalog"] is True
-    assert algorithm("F(4,3)/kappa").content_hash == doc["best"]["hash"]
+    entry = name.replace("f4_3-", "F(4,3)/")
+    assert algorithm(entry).content_hash == doc["best"]["hash"]
 
 
 def test_campaign_errors(tmp_path):
@@ -166,3 +168,95 @@ def test_campaign_errors(tmp_path):
         S.load_campaign(bad)
     with pytest.raises(InputError, match="does not exist"):
         S.load_campaign(tmp_path / "missing.toml")
+
+
+# --- measured-error and cost objectives, Pareto mode ----------------------------------------------
+
+
+def _point_set(alg):
+    pts = alg.finite_points
+    return S.PointSet(alg.m, alg.r, np.array([float(p) for p in pts]), len(pts) < alg.alpha, tuple(pts))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
+def test_measured_objective_is_the_accuracy_lab_number(precision):
+    """The search's error objective is novagen.accuracy's layer error of the balanced algorithm (up to
+    the order of fp32 operations: the search runs fp32 stages through BLAS)."""
+    from novagen.accuracy import layer_error
+
+    alg = algorithm("F(4,3)/classic")
+    x, w, _ = S._error_data(4, 3)
+    lab = layer_error(alg, precision, x=x, w=w, balanced=True).rel_l2
+    assert S.measured_error(_point_set(alg), precision) == pytest.approx(lab, rel=2e-2)
+    float_only = S.PointSet(4, 3, _point_set(alg).points, True)  # the continuous phase's view
+    assert S.measured_error(float_only, precision) == S.measured_error(_point_set(alg), precision)
+
+
+def test_overflow_makes_the_measured_error_infinite():
+    wide = S.PointSet(8, 3, np.array([0.0, 40, -40, 80, -80, 120, -120, 160, -160]), True)
+    assert S.measured_error(wide, "fp16") == np.inf
+    assert S.parse_objective("fp16").score(wide) == S.PENALTY
+
+
+def test_fp16_search_beats_classic_and_paper_points_for_f43():
+    res = S.search("F(4,3)", "fp16", max_denominator=6, seed=0, max_evaluations=1000, balanced=True)
+    best = res.candidates[0].values["fp16"]
+    classic = S.measured_error(_point_set(algorithm("F(4,3)/classic")), "fp16")
+    nova = S.measured_error(_point_set(algorithm("F(4,3)/nova")), "fp16")
+    assert best < 0.8 * classic and best < 0.5 * nova
+    assert S.measured_error(_point_set(res.best), "fp16") == pytest.approx(best, rel=1e-6)
+    # balanced: every row of G and BT has its largest entry in [1/2, 1); the proof covers these matrices
+    for M in (res.best.G, res.best.BT):
+        assert all(Fraction(1, 2) <= max(abs(v) for v in row) < 1 for row in M)
+    assert res.candidates[0].verified and res.settings["balanced"] is True
+
+
+def test_cost_objective_counts_the_transform_programs():
+    from novagen.program import transform_cost
+
+    obj = S.parse_objective("cost")
+    assert obj.needs_exact and obj.continuous().name == "vandermonde"
+    res = S.search("F(4,3)", "cost", max_denominator=4, seed=0, max_evaluations=400)
+    cheapest = res.candidates[0]
+    assert cheapest.values["cost"] == transform_cost(res.best)["total"]
+    assert cheapest.values["cost"] <= transform_cost(algorithm("F(4,3)/classic"))["total"]
+    weighted = S.parse_objective("fp16 + 0.5*cost")
+    assert weighted.continuous().name == "fp16" and weighted.expensive
+
+
+def test_nondominated():
+    pts = [(3.0, 1.0), (1.0, 3.0), (2.0, 2.0), (2.5, 2.5), (1.0, 4.0), (4.0, 1.0)]
+    assert S.nondominated(pts) == [1, 2, 0]
+
+
+def test_pareto_front_fp16_against_cost():
+    res = S.pareto("F(4,3)", "fp16", "cost", max_denominator=4, seed=0, max_evaluations=600,
+                   weights=(0.0, 1.0, 4.0))
+    vals = [p.values for p in res.front]
+    assert len(vals) >= 2 and all(p.verified for p in res.front)
+    assert vals == sorted(vals) and [c for _, c in vals] == sorted((c for _, c in vals), reverse=True)
+    for a in vals:  # no front point dominates another
+        assert not any(b[0] <= a[0] and b[1] <= a[1] and b != a for b in vals)
+    refs = {p.reference: p for p in res.references}
+    assert {"classic", "nova"} <= set(refs)
+    assert vals[0][0] < refs["classic"].values[0] and vals[-1][1] <= refs["classic"].values[1]
+    doc = res.to_dict()
+    assert doc["objectives"] == ["fp16", "cost"] and len(doc["front"]) == len(vals)
+
+
+def test_cli_pareto_json_and_errors(capsys):
+    code = run(["search", "F(2,3)", "--objective", "fp16", "--pareto", "cost", "-d", "4",
+                "--max-evaluations", "300", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["front"] and out["references"][0]["reference"] == "classic"
+    assert run(["search", "F(2,3)", "--objective", "fp16", "--pareto", "fp16"]) == 2
+    assert "second objective" in capsys.readouterr().err
+    assert run(["search", "--campaign", "f4_3-kappa.toml", "--pareto", "cost"]) == 2
+
+
+def test_package_level_call():
+    import novagen
+
+    res = novagen.search("F(2,3)", max_denominator=4, seed=0, max_evaluations=300)
+    assert isinstance(res, S.SearchResult) and res.candidates[0].verified
+    assert novagen.search.pareto is S.pareto and res.history and res.history[-1][0] <= res.evaluations
