@@ -353,18 +353,22 @@ def catalog_cmd(
 @app.command()
 def generate(
     spec: str = typer.Argument(..., help=SPEC_HELP),
-    target: str = typer.Option("c", "--target", "-t", help="code generation target: c"),
+    target: str = typer.Option("c", "--target", "-t", help="code generation target: c, cuda, hls, verilog"),
     layer: str | None = typer.Option(None, "--layer", help="N,C,H,W,K the kernel is meant for, e.g. 1,64,56,56,64"),
     padding: int = typer.Option(1, "--padding", help="zero padding on each side"),
     output: Path = typer.Option(Path("build"), "--output", "-o", help="folder to write into"),
     points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help="cuda: fp16 (default) or fp32 for x and y"),
+    arch: str | None = typer.Option(None, "--arch", help="cuda: GPU architecture, e.g. sm_80 (default), sm_90"),
+    bits: str | None = typer.Option(None, "--bits", help="hls: 'auto' or the input word width; verilog: input "
+                                    "width (default 8)"),
     as_json: bool = typer.Option(False, "--json", help="report the written files as JSON"),
 ) -> None:
-    """Kernel source (.c, .h), a Makefile, build.sh and a README for an algorithm."""
+    """Kernel source and build files for an algorithm: C (.c, .h), CUDA (.cu), HLS C++ or Verilog."""
     from novagen.codegen import generate as gen
 
     alg = _resolve(spec, points, None)
-    paths = gen(alg, output, target=target, layer=layer, padding=padding)
+    paths = gen(alg, output, target=target, layer=layer, padding=padding, dtype=dtype, bits=bits, arch=arch)
     if as_json:
         _print_json({"algorithm": alg.label, "target": target, "files": [str(p) for p in paths]})
     else:
