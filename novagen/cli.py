@@ -375,6 +375,32 @@ def generate(
         Console(stderr=True).print("\n".join(f"wrote {p}" for p in paths))
 
 
+@app.command("hls-sim")
+def hls_sim(
+    folder: Path = typer.Argument(..., help="a folder written by `novagen generate --target hls`"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """C-simulate a generated HLS design with g++: bit for bit against novagen's fixed-point model, and
+    against the float64 reference within the model's predicted bound. Exit 1 when either fails."""
+    from novagen.backends.hls import simulate
+
+    rep = simulate(folder)
+    if as_json:
+        _print_json({**vars(rep), "passed": rep.passed})
+    else:
+        table = Table(title=f"HLS C simulation of {rep.label} ({folder})", title_justify="left")
+        for col in ("outputs", "bit mismatches vs model", "max |err| vs float64", "rel L2", "predicted bound",
+                    "within bound", "g++ s", "run s"):
+            table.add_column(col, justify="right")
+        table.add_row(str(rep.outputs), str(rep.mismatches), f"{rep.max_abs_error:.4g}", f"{rep.rel_l2_error:.3e}",
+                      f"{rep.max_bound:.4g}", "yes" if rep.within_bound else "[red]NO[/red]",
+                      f"{rep.compile_seconds:.1f}", f"{rep.run_seconds:.2f}")
+        _out().print(table)
+        _out().print("passed" if rep.passed else "[red]FAILED[/red]")
+    if not rep.passed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def bench(
     target: str = typer.Option("c", "--target", "-t", help="code generation target: c"),
