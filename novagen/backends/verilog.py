@@ -282,10 +282,10 @@ def synth_stats(path: str | Path, top: str, family: str = "ice40") -> dict[str, 
     if family not in ("ice40", "xilinx"):
         raise InputError(f"family '{family}' is not ice40 or xilinx")
     script = f"read_verilog {path}; synth_{family} -top {top}; stat"
-    proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(["yosys", "-p", script], capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
-        raise CheckFailed(f"yosys failed on {top}: {proc.stderr.strip()[:300]}")
-    proc = subprocess.run(["yosys", "-p", script], capture_output=True, text=True, timeout=600)
+        err = next((ln for ln in (proc.stderr + proc.stdout).splitlines() if "ERROR" in ln), proc.stderr[-300:])
+        raise CheckFailed(f"yosys failed on {top}: {err.strip()}")
     text = proc.stdout
     cells: dict[str, int] = {}
     section = text[text.rfind("Number of cells"):]
