@@ -511,7 +511,8 @@ def benchmark(algorithms: tuple[str, ...] = ("F(2,3)/classic", "F(4,3)/nova", "F
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m novagen.backends.cuda --selftest --bench`: exit 1 when a result is wrong, 2 without a GPU."""
-    ap = argparse.ArgumentParser(prog="python -m novagen.backends.cuda", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m novagen.backends.cuda",
+                                 description="Check and time the generated CUDA kernels (novagen CUDA backend).")
     ap.add_argument("--selftest", action="store_true", help="correctness against the float64 reference")
     ap.add_argument("--bench", action="store_true", help="timing against torch conv2d (cuDNN), batch 1 and 32")
     ap.add_argument("--ptxas", action="store_true", help="registers and spills of each kernel (no GPU needed)")
