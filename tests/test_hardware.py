@@ -45,3 +45,13 @@ def test_yosys_figures(capsys):
 def test_bad_family(capsys):
     assert run(["hardware", "F(2,3)/classic", "--family", "asic"]) == 2
     assert "--family asic" in capsys.readouterr().err
+
+
+def test_best_dyadic_is_dyadic_and_unknown_names_are_refused(capsys):
+    from novagen.hardware import resolve
+
+    alg = resolve("F(6,3)/best-dyadic")
+    assert is_dyadic(alg) and alg.alpha == 8
+    novagen.verify(alg)
+    assert run(["hardware", "F(6,3)/no-such-entry", "--no-yosys"]) == 2
+    assert "F(6,3)/no-such-entry" in capsys.readouterr().err

@@ -199,9 +199,10 @@ def transforms(alg: Algorithm, bits: int = 8, channels: int = 16, coef_bits: int
 
 
 def generate(alg: Algorithm, out_dir: str | Path, bits: int | str = 8, channels: int = 16) -> list[Path]:
-    """Write <prefix>_bt.v, <prefix>_at.v, their testbenches, run_sim.sh and a README into `out_dir`."""
+    """Write <prefix>_bt.v, <prefix>_at.v, their testbenches, run_sim.sh and a README into `out_dir`
+    (`bits`: the input width, "auto" = 8)."""
     try:
-        b = int(bits)
+        b = 8 if str(bits).strip().lower() == "auto" else int(bits)
     except (TypeError, ValueError):
         raise InputError(f"--bits '{bits}' must be the input width in bits, such as 8") from None
     t = transforms(alg, b, channels)
