@@ -391,22 +391,138 @@ def catalog_cmd(
 @app.command()
 def generate(
     spec: str = typer.Argument(..., help=SPEC_HELP),
-    target: str = typer.Option("c", "--target", "-t", help="code generation target: c"),
+    target: str = typer.Option("c", "--target", "-t", help="code generation target: c, cuda, hls, verilog"),
     layer: str | None = typer.Option(None, "--layer", help="N,C,H,W,K the kernel is meant for, e.g. 1,64,56,56,64"),
     padding: int = typer.Option(1, "--padding", help="zero padding on each side"),
     output: Path = typer.Option(Path("build"), "--output", "-o", help="folder to write into"),
     points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help="cuda: fp16 (default) or fp32 for x and y"),
+    arch: str | None = typer.Option(None, "--arch", help="cuda: GPU architecture, e.g. sm_80 (default), sm_90"),
+    bits: str | None = typer.Option(None, "--bits", help="hls: 'auto' or the input word width; verilog: input "
+                                    "width (default 8)"),
     as_json: bool = typer.Option(False, "--json", help="report the written files as JSON"),
 ) -> None:
-    """Kernel source (.c, .h), a Makefile, build.sh and a README for an algorithm."""
+    """Kernel source and build files for an algorithm: C (.c, .h), CUDA (.cu), HLS C++ or Verilog."""
     from novagen.codegen import generate as gen
 
     alg = _resolve(spec, points, None)
-    paths = gen(alg, output, target=target, layer=layer, padding=padding)
+    paths = gen(alg, output, target=target, layer=layer, padding=padding, dtype=dtype, bits=bits, arch=arch)
     if as_json:
         _print_json({"algorithm": alg.label, "target": target, "files": [str(p) for p in paths]})
     else:
         Console(stderr=True).print("\n".join(f"wrote {p}" for p in paths))
+
+
+@app.command("hls-sim")
+def hls_sim(
+    folder: Path = typer.Argument(..., help="a folder written by `novagen generate --target hls`"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """C-simulate a generated HLS design with g++: bit for bit against novagen's fixed-point model, and
+    against the float64 reference within the model's predicted bound. Exit 1 when either fails."""
+    from novagen.backends.hls import simulate
+
+    rep = simulate(folder)
+    if as_json:
+        _print_json({**vars(rep), "passed": rep.passed})
+    else:
+        table = Table(title=f"HLS C simulation of {rep.label} ({folder})", title_justify="left")
+        for col in ("outputs", "bit mismatches vs model", "max |err| vs float64", "rel L2", "predicted bound",
+                    "within bound", "g++ s", "run s"):
+            table.add_column(col, justify="right")
+        table.add_row(str(rep.outputs), str(rep.mismatches), f"{rep.max_abs_error:.4g}", f"{rep.rel_l2_error:.3e}",
+                      f"{rep.max_bound:.4g}", "yes" if rep.within_bound else "[red]NO[/red]",
+                      f"{rep.compile_seconds:.1f}", f"{rep.run_seconds:.2f}")
+        _out().print(table)
+        _out().print("passed" if rep.passed else "[red]FAILED[/red]")
+    if not rep.passed:
+        raise typer.Exit(1)
+
+
+@app.command("hardware")
+def hardware_cmd(
+    algorithms: list[str] = typer.Argument(..., help=f"{SPEC_HELP}; F(m,r)/best-dyadic is searched for when "
+                                           "the catalog lacks it"),
+    points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP + " (for a bare spec)"),
+    input_bits: int = typer.Option(8, "--input-bits", help="signed input word width"),
+    coef_bits: int = typer.Option(16, "--coef-bits", help="transformed-weight word width"),
+    channels: int = typer.Option(16, "--channels", help="input channels the accumulators are sized for"),
+    family: str = typer.Option("ice40,xilinx", "--family", help="yosys targets: ice40, xilinx or both"),
+    no_yosys: bool = typer.Option(False, "--no-yosys", help="skip synthesis (yosys is slow on wide words)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Fixed-point hardware cost of the runtime transforms: adders, shifts and constant multipliers after
+    sharing (CSD shift-add), word widths, yosys LUT/carry/DSP estimates, and measured error."""
+    from rich.progress import Progress
+
+    from novagen.backends.verilog import tool
+    from novagen.hardware import FAMILIES, report, resolve
+
+    fams = tuple(f.strip() for f in family.split(",") if f.strip())
+    bad = [f for f in fams if f not in FAMILIES]
+    if bad or not fams:
+        raise InputError(f"--family {family}: use ice40, xilinx or ice40,xilinx")
+    if not 2 <= input_bits <= 32:
+        raise InputError(f"--input-bits {input_bits} must be from 2 to 32")
+    algs = [resolve(a, points) for a in algorithms]
+    err = Console(stderr=True)
+    use_yosys = not no_yosys and tool("yosys") is not None
+    if not no_yosys and not use_yosys:
+        err.print("yosys is not installed: LUT/carry/DSP columns are left out (apt-get install yosys)")
+    rows = []
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("hardware", total=len(algs))
+        for alg in algs:
+            rows.append(report(alg, input_bits, channels, coef_bits, fams, use_yosys,
+                               progress=lambda msg: bar.update(task, description=msg)))
+            bar.update(task, advance=1)
+    dyadic = [r for r in rows if r["dyadic"]]
+    cheapest = min(dyadic, key=lambda r: r["tile_adders"]) if dyadic else None
+    notes = []
+    if cheapest:
+        for r in rows:
+            if not r["dyadic"]:
+                ratio = r["tile_adders"] / cheapest["tile_adders"]
+                notes.append(f"{r['algorithm']} (non-dyadic points) costs {ratio:.1f}x "
+                             f"the adders per tile of {cheapest['algorithm']} ({r['tile_adders']} vs "
+                             f"{cheapest['tile_adders']}), inputs to the output transform "
+                             f"{r['widths']['m']} vs {cheapest['widths']['m']} bits")
+    if as_json:
+        _print_json({"input_bits": input_bits, "coef_bits": coef_bits, "channels": channels, "rows": rows,
+                     "notes": notes})
+        return
+    out = _out()
+    t = Table(title=f"transform cost in fixed point ({input_bits}-bit inputs, {coef_bits}-bit weights, "
+              f"{channels} channels): adders = shared program + CSD constant multipliers", title_justify="left")
+    for col in ("algorithm", "points", "κ(V)", "BT adders", "BT mults", "BT shifts", "BT bits", "AT adders",
+                "AT mults", "AT bits in→max", "adders/output", "V bits", "acc bits", "y bits", "rel err", "err/bound"):
+        t.add_column(col, justify="left" if col in ("algorithm", "points") else "right", no_wrap=col != "points")
+    for r in rows:
+        bt, at = r["transforms"]["bt"], r["transforms"]["at"]
+        t.add_row(r["algorithm"] + (" (dyadic)" if r["dyadic"] else ""), ",".join(r["points"]),
+                  _fmt(r["vandermonde_cond"]), f"{bt['adders']} ({bt['program_adds']}+{bt['csd_adds']})",
+                  str(bt["const_mults"]), str(bt["shifts"]), f"{bt['in_width']}→{bt['max_width']}",
+                  f"{at['adders']} ({at['program_adds']}+{at['csd_adds']})", str(at["const_mults"]),
+                  f"{at['in_width']}→{at['max_width']}", f"{r['tile_adders_per_output']:.1f}",
+                  str(r["widths"]["v"]), str(r["widths"]["acc"]), str(r["widths"]["y"]),
+                  f"{r['error']['rel_l2']:.2e}", f"{r['error']['bound_ratio']:.2f}")
+    out.print(t)
+    if use_yosys:
+        y = Table(title="yosys estimates (open toolchain): LUTs / carry cells / DSPs", title_justify="left")
+        y.add_column("algorithm")
+        for fam in fams:
+            y.add_column(f"{fam} BT", justify="right")
+            y.add_column(f"{fam} AT", justify="right")
+        for r in rows:
+            cells = []
+            for fam in fams:
+                for key in ("bt", "at"):
+                    s = r["transforms"][key]["yosys"][fam]
+                    cells.append(f"{s['luts']} / {s['carry']} / {s['dsps']}")
+            y.add_row(r["algorithm"], *cells)
+        out.print(y)
+    for n in notes:
+        out.print(n)
 
 
 @app.command()

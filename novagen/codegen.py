@@ -14,11 +14,14 @@ from novagen.export import atomic_write
 from novagen.program import programs, transform_cost
 
 TARGETS = ("c",)
+"""Targets that `compile` and `bench` run on this machine."""
+GENERATE_TARGETS = ("c", "cuda", "hls", "verilog")
+"""Targets `generate` writes source for."""
 
 
-def _target(target: str) -> str:
-    if target not in TARGETS:
-        raise InputError(f"target '{target}' is not supported: use one of {', '.join(TARGETS)}")
+def _target(target: str, allowed: tuple[str, ...] = TARGETS) -> str:
+    if target not in allowed:
+        raise InputError(f"target '{target}' is not supported here: use one of {', '.join(allowed)}")
     return target
 
 
@@ -77,10 +80,38 @@ def _readme(alg: Algorithm, name: str, layer: tuple[int, ...] | None, padding: A
 
 
 def generate(alg: Algorithm, out_dir: str | Path, target: str = "c", layer: Any = None,
-             padding: Any = 1) -> list[Path]:
-    """Write the kernel source (.c, .h), a Makefile, build.sh and a README into `out_dir`."""
-    _target(target)
+             padding: Any = 1, dtype: str | None = None, bits: str | int | None = None,
+             arch: str | None = None) -> list[Path]:
+    """Write a target's source and build files into `out_dir`.
+
+    c: .c, .h, Makefile, build.sh, README (fp32). cuda: .cu, Makefile, build.sh, README (`dtype` fp16 or
+    fp32 for x and y, `arch` such as sm_90). hls: HLS C++ dataflow design, testbench, Tcl, data
+    (`bits`: "auto" or the input word width). verilog: transform RTL and testbench (`bits`: input width).
+    """
+    _target(target, GENERATE_TARGETS)
     shape = parse_layer(layer)
+    if target != "cuda" and (dtype not in (None, "fp32") or arch is not None):
+        raise InputError(f"--dtype and --arch are options of --target cuda (the {target} target is "
+                         f"{'fp32' if target == 'c' else 'fixed point'})")
+    if target not in ("hls", "verilog") and bits is not None:
+        raise InputError(f"--bits is an option of --target hls and verilog, not {target}")
+    if not isinstance(alg, Algorithm):
+        raise InputError(f"the {target} target takes a 1D algorithm such as F(4,3)/nova (used on both axes), "
+                         f"got {getattr(alg, 'label', alg)}")
+    if target == "cuda":
+        from novagen.backends import cuda
+
+        return cuda.generate(alg, out_dir, layer=shape, padding=int(padding), dtype=dtype or "fp16",
+                             arch=arch or cuda.DEFAULT_ARCH)
+    if target == "hls":
+        from novagen.backends import hls
+
+        return hls.generate(alg, out_dir, layer=shape, bits=bits if bits is not None else "auto",
+                            padding=int(padding))
+    if target == "verilog":
+        from novagen.backends import verilog
+
+        return verilog.generate(alg, out_dir, bits=bits if bits is not None else 8)
     files = render(alg)
     name = prefix(alg)
     try:

@@ -189,12 +189,17 @@ def _row_cost(coeffs: Sequence[Fraction]) -> int:
     return len(coeffs) - 1 + scales + neg
 
 
-def _emit_row(b: _Builder, row: dict[int, Fraction]) -> int:
-    """Emit sum(c·v), factoring out the constant that makes the row cheapest."""
+def _emit_row(b: _Builder, row: dict[int, Fraction], integer: bool = False) -> int:
+    """Emit sum(c·v), factoring out the constant that makes the row cheapest (integer: only a common
+    integer factor, so that every intermediate of an integer row stays an integer)."""
     if not row:
         return ZERO
     terms = sorted(row.items())
-    factors = [Fraction(1), Fraction(-1)] + sorted({s * abs(c) for _, c in terms for s in (1, -1)} - {1, -1})
+    if integer:
+        g = Fraction(gcd(*(int(c) for _, c in terms)))
+        factors = [Fraction(1), Fraction(-1)] + ([g, -g] if g != 1 else [])
+    else:
+        factors = [Fraction(1), Fraction(-1)] + sorted({s * abs(c) for _, c in terms for s in (1, -1)} - {1, -1})
     best = min(factors, key=lambda f: (_row_cost([c / f for _, c in terms]) + (f != 1), abs(f) != 1))
     scaled = [(v, c / best) for v, c in terms]
     positive = [t for t in scaled if t[1] > 0]
@@ -216,12 +221,26 @@ def _pair_keys(row: dict[int, Fraction]) -> set[tuple[int, int, tuple[int, int]]
     return {(u, v, _ratio(cu, cv)) for (u, cu), (v, cv) in combinations(sorted(row.items()), 2)}
 
 
+def _int_pair_keys(row: dict[int, Fraction]) -> set[tuple[int, int, tuple[int, int]]]:
+    """The patterns (base, other, integer ratio) of an integer row: cu·base + cv·other = cu·(base + ρ·other)
+    with ρ = cv/cu an integer (the pair is oriented so that it is; pairs with no integer ratio are skipped)."""
+    keys = set()
+    for (u, cu), (v, cv) in combinations(sorted(row.items()), 2):
+        for base, other, cb, co in ((u, v, cu, cv), (v, u, cv, cu)):
+            n, d = _ratio(cb, co)
+            if d == 1:
+                keys.add((base, other, (n, d)))
+                break
+    return keys
+
+
 @lru_cache(maxsize=4096)
-def _compile(M: Matrix) -> Program:
+def _compile(M: Matrix, integer: bool = False) -> Program:
     n = len(M[0])
     b = _Builder(n)
     rows = [{j: c for j, c in enumerate(row) if c != 0} for row in M]
-    row_keys = [_pair_keys(row) for row in rows]
+    keys_of = _int_pair_keys if integer else _pair_keys
+    row_keys = [keys_of(row) for row in rows]
     counts: Counter[tuple[int, int, tuple[int, int]]] = Counter(k for keys in row_keys for k in keys)
     while True:
         shared = [item for item in counts.items() if item[1] >= 2]
@@ -237,21 +256,28 @@ def _compile(M: Matrix) -> Program:
                 del row[v]
                 row[t] = row.get(t, 0) + cu
                 counts.subtract(row_keys[i])
-                row_keys[i] = _pair_keys(row)
+                row_keys[i] = keys_of(row)
                 counts.update(row_keys[i])
     done: dict[tuple[tuple[int, Fraction], ...], int] = {}
     outputs = []
     for row in rows:
         key = tuple(sorted(row.items()))
         if key not in done:
-            done[key] = _emit_row(b, row)
+            done[key] = _emit_row(b, row, integer)
         outputs.append(done[key])
     return Program(n, tuple(b.ops), tuple(outputs))
 
 
-def compile_matrix(M: Any) -> Program:
-    """Straight-line program for y = M·x (M exact: Fractions, ints or strings such as "5/6")."""
-    return _compile(as_matrix(M, "M"))
+def compile_matrix(M: Any, integer: bool = False) -> Program:
+    """Straight-line program for y = M·x (M exact: Fractions, ints or strings such as "5/6").
+
+    integer=True (M must be an integer matrix): every constant of the program is an integer too, so
+    integer inputs give integer intermediates: the form fixed-point hardware needs.
+    """
+    mat = as_matrix(M, "M")
+    if integer and any(c.denominator != 1 for row in mat for c in row):
+        raise ValueError("compile_matrix(integer=True) needs an integer matrix: scale its rows or columns first")
+    return _compile(mat, integer)
 
 
 def naive_counts(M: Any) -> dict[str, int]:

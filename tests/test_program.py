@@ -98,3 +98,25 @@ def test_show_prints_program_counts(capsys):
     assert run(["show", "F(6,3)/nova"]) == 0
     out = capsys.readouterr().out
     assert "transform programs" in out and "= 44" in out and "= 1124" in out
+
+
+def test_integer_programs_keep_every_constant_integer():
+    """Integer-scaled transforms (rows of BT, columns of AT times their denominators' lcm) compile to
+    programs whose constants are integers and which compute exactly the matrix; fractional matrices are
+    refused."""
+    from math import lcm
+
+    from novagen.program import compile_matrix
+
+    for name in ("F(4,3)/classic", "F(4,3)/nova", "F(6,3)/classic", "F(6,3)/nova"):
+        alg = novagen.algorithm(name)
+        B = [[c * lcm(*(x.denominator for x in row)) for c in row] for row in alg.BT]
+        cols = list(zip(*alg.AT))
+        e = [lcm(*(c.denominator for c in col)) for col in cols]
+        A = [[c * s for c, s in zip(row, e)] for row in alg.AT]
+        for M in (B, A):
+            prog = compile_matrix(M, integer=True)
+            assert prog.matrix() == tuple(tuple(Fraction(c) for c in row) for row in M)
+            assert all(op.c.denominator == 1 for op in prog.ops), name
+    with pytest.raises(ValueError):
+        compile_matrix(novagen.algorithm("F(4,3)/nova").BT, integer=True)

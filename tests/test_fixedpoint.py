@@ -1,0 +1,79 @@
+"""The fixed-point model: widths from exact range analysis hold the worst case, the integer pipeline
+stays within its predicted bound of the float64 reference, bad input is refused."""
+
+import numpy as np
+import pytest
+
+import novagen
+from novagen.errors import InputError
+from novagen.fixedpoint import FixedPointDesign, design, layer_test_data, measure, signed_bits
+from novagen.reference import correlate_direct
+
+NAMES = ["F(2,3)/classic", "F(4,3)/classic", "F(4,3)/nova", "F(6,3)/classic", "F(6,3)/nova"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scaled_transforms_are_integer_and_exact(name):
+    alg = novagen.algorithm(name)
+    des = FixedPointDesign(alg)
+    for i, row in enumerate(alg.BT):
+        assert [c * des.d[i] for c in row] == list(des.B[i])
+    for u, row in enumerate(alg.AT):
+        assert [c * e for c, e in zip(row, des.e)] == list(des.A[u])
+    assert des.bt_program.matrix() == tuple(tuple(map(novagen.algebra.Fraction, r)) for r in des.B)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_worst_case_input_reaches_but_fits_the_v_width(name):
+    """The input that matches the signs of rows i and j of B̂ attains the bound; it fits the width and the
+    width is not wasted (the bound needs its top magnitude bit)."""
+    des = FixedPointDesign(novagen.algorithm(name), in_bits=8)
+    B = np.array(des.B, dtype=object)
+    l1 = np.abs(B).sum(axis=1)
+    i = j = int(np.argmax(l1))
+    tile = np.outer(np.sign(B[i]).astype(np.int64), np.sign(B[j]).astype(np.int64)) * -128
+    V = des.input_transform(tile)
+    assert abs(V[i, j]) == l1[i] * l1[j] * 128
+    w = des.widths["v"]
+    assert -(1 << (w - 1)) <= V[i, j] < (1 << (w - 1))
+    assert abs(V[i, j]) >= 1 << (w - 2)
+    assert signed_bits(127) == 8 and signed_bits(128) == 9
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_within_predicted_bound(name):
+    alg = novagen.algorithm(name)
+    shape = (2, 5, 11, 9, 4)
+    x, w = layer_test_data(shape, 8, seed=1)
+    des = FixedPointDesign(alg, in_bits=8, channels=5)
+    yhat, y = des.run(x, des.transform_weights(w), 1)
+    ref = correlate_direct(x.astype(float), w, 1)
+    bound = des.error_bound(x, 1)
+    err = np.abs(y - ref)
+    assert y.shape == ref.shape == bound.shape[:1] + (4,) + bound.shape[2:]
+    assert (err <= bound).all()
+    assert err.max() > 0.005 * bound.max()          # the bound is not vacuous
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 0.1
+    # Ŷ holds exact integers that fit the y width
+    wy = des.widths["y"]
+    assert all(-(1 << (wy - 1)) <= int(v) < (1 << (wy - 1)) for v in yhat.reshape(-1))
+
+
+def test_more_coefficient_bits_less_error():
+    alg = novagen.algorithm("F(4,3)/classic")
+    e12 = measure(alg, (1, 4, 12, 12, 4), coef_bits=12)["rel_l2"]
+    e20 = measure(alg, (1, 4, 12, 12, 4), coef_bits=20)["rel_l2"]
+    assert e20 < e12 / 50
+
+
+def test_bad_input():
+    alg = novagen.algorithm("F(4,3)/classic")
+    with pytest.raises(InputError, match="bits 'x'"):
+        design(alg, "x")
+    with pytest.raises(InputError, match="from 2 to 32"):
+        FixedPointDesign(alg, in_bits=1)
+    des = FixedPointDesign(alg, channels=2)
+    with pytest.raises(InputError, match="weight_max"):
+        des.transform_weights(np.full((1, 2, 3, 3), 2.0))
+    with pytest.raises(InputError, match="8-bit"):
+        des.run(np.full((1, 2, 6, 6), 300), des.transform_weights(np.zeros((1, 2, 3, 3))))
