@@ -29,11 +29,11 @@ RUNS = [  # spec, max denominator, the bound the issue sets (the paper's value w
 
 
 def main(quick: bool) -> int:
-    console = Console()
+    console = Console(width=max(Console().width, 140))
     table = Table(title="min κ(V), symmetric sets, seed 0 (paper: F(4,3) 14.6, F(6,3) 76.7, F(8,3) 474.1)",
                   title_justify="left")
     for col in ("spec", "max denom.", "points", "κ(V)", "bound", "continuous optimum", "seconds"):
-        table.add_column(col, justify="left" if col == "points" else "right")
+        table.add_column(col, justify="left" if col == "points" else "right", overflow="fold")
     failures = 0
     for spec, den, bound in RUNS[:2] if quick else RUNS:
         t = time.perf_counter()
