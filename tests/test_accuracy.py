@@ -202,9 +202,9 @@ def test_cli_accuracy_table_plot_and_errors(capsys, tmp_path):
                        "--plot", str(png))
     assert code == 0 and "F(6,3)/nova" in out and "direct" in out and "rel_l2" in out
     assert png.read_bytes()[:4] == b"\x89PNG"
-    code, _, err = cli(capsys, "accuracy", "F(8,3)/best", "--layer", "1,2,12,12,2")
-    assert code == 2 and "F(8,3)/best" in err and "Traceback" not in err
-    code, out, _ = cli(capsys, "accuracy", "F(8,3)/best", "F(4,3)/nova", "--skip-missing", "--layer", "1,2,12,12,2",
+    code, _, err = cli(capsys, "accuracy", "F(9,3)/best", "--layer", "1,2,12,12,2")
+    assert code == 2 and "F(9,3)/best" in err and "Traceback" not in err
+    code, out, _ = cli(capsys, "accuracy", "F(9,3)/best", "F(4,3)/nova", "--skip-missing", "--layer", "1,2,12,12,2",
                        "--json")
     assert code == 0 and [r["algorithm"] for r in json.loads(out)["rows"]] == ["direct", "F(4,3)/nova"]
     for args, word in ((["-P", "fp7"], "fp7"), (["--layer", "1,2"], "N,C,H,W,K"), (["--network", "alexnet"], "alexnet"),
