@@ -1,0 +1,466 @@
+"""Apache TVM backend: any Winograd algorithm as a TE compute, a hand-written llvm schedule, a Relax pass
+that rewrites a model's convolutions, and MetaSchedule tuning.
+
+The compute follows TVM topi's Winograd conv2d (input transform, a batched GEMM over channels per
+Winograd point, output transform), but the transforms are emitted from novagen's transform programs
+(`novagen.program`): each row of BT, AT and G is straight-line code with zero terms dropped and ±1 as
+plain adds, selected by the (unrolled) row index, so no zero multiplication reaches the generated code.
+Transforms run in two passes (columns, then rows), which keeps the tile in registers.
+
+Compute and schedule are kept apart as in topi: `conv2d_compute` gives TE tensors, `schedule_llvm`
+schedules the PrimFunc made from them, `conv2d_module` does both.  `tvm` is imported lazily so the core
+package installs without it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from novagen.algebra import Algorithm
+from novagen.errors import InputError
+
+LAYOUTS = ("NCHW", "NHWC")
+WEIGHTS = ("precomputed", "graph")
+DTYPES = ("float32", "float16")
+
+
+class TVMError(InputError):
+    """TVM is missing, or a layer, layout, dtype or target it cannot build."""
+
+
+def _tvm() -> Any:
+    try:
+        import tvm
+    except ImportError:
+        raise TVMError("the TVM backend needs apache-tvm: pip install 'novagen[tvm]'") from None
+    return tvm
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking the inputs
+
+
+@dataclass(frozen=True)
+class Conv2dSpec:
+    """Everything the compute depends on: the algorithm, the layer, padding, dtype, layout, weights."""
+
+    alg: Algorithm
+    layer: tuple[int, int, int, int, int]
+    padding: tuple[int, int]
+    dtype: str
+    layout: str
+    weights: str
+    p_block: int
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        n, c, h, w, k = self.layer
+        r = self.alg.r
+        return h + 2 * self.padding[0] - r + 1, w + 2 * self.padding[1] - r + 1
+
+    @property
+    def tiles_hw(self) -> tuple[int, int]:
+        oh, ow = self.out_hw
+        m = self.alg.m
+        return -(-oh // m), -(-ow // m)
+
+    @property
+    def tiles(self) -> int:
+        nh, nw = self.tiles_hw
+        return self.layer[0] * nh * nw
+
+    @property
+    def tiles_padded(self) -> int:
+        return -(-self.tiles // self.p_block) * self.p_block
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        n, c, h, w, _ = self.layer
+        return (n, c, h, w) if self.layout == "NCHW" else (n, h, w, c)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        n, k = self.layer[0], self.layer[4]
+        oh, ow = self.out_hw
+        return (n, k, oh, ow) if self.layout == "NCHW" else (n, oh, ow, k)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        _, c, _, _, k = self.layer
+        a, r = self.alg.alpha, self.alg.r
+        return (a, a, c, k) if self.weights == "precomputed" else (k, c, r, r)
+
+    @property
+    def name(self) -> str:
+        """A C identifier naming the function: algorithm, layer, layout and dtype."""
+        label = "".join(ch if ch.isalnum() else "_" for ch in self.alg.label).strip("_")
+        while "__" in label:
+            label = label.replace("__", "_")
+        shape = "x".join(map(str, self.layer))
+        return f"novagen_{label}_{shape}_p{self.padding[0]}_{self.layout.lower()}_{self.dtype}"
+
+
+def _check_alg(alg: Any) -> Algorithm:
+    if isinstance(alg, str):
+        from novagen.catalog import algorithm
+
+        alg = algorithm(alg)
+    if not isinstance(alg, Algorithm):
+        raise TVMError(f"{getattr(alg, 'label', alg)} is not a 1D algorithm F(m,r); the 2D conv nests it on both axes")
+    return alg
+
+
+def make_spec(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
+              layout: str = "NCHW", weights: str = "precomputed", p_block: int | None = None) -> Conv2dSpec:
+    """Validate the arguments of a Winograd conv2d and gather them (raises TVMError naming the bad value)."""
+    from novagen.codegen import parse_layer
+
+    alg = _check_alg(alg)
+    shape = parse_layer(layer)
+    if shape is None:
+        raise TVMError("a layer (N, C, H, W, K) is required: TVM modules are built for one shape")
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        pads = (int(padding), int(padding))
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        pads = (int(padding[0]), int(padding[1]))
+    else:
+        raise TVMError(f"padding {padding!r} is not understood: give an int or (pad_h, pad_w)")
+    if min(pads) < 0:
+        raise TVMError(f"padding {padding!r} must not be negative")
+    if str(layout).upper() not in LAYOUTS:
+        raise TVMError(f"layout '{layout}' is not supported: use NCHW or NHWC")
+    if dtype not in DTYPES:
+        raise TVMError(f"dtype '{dtype}' is not supported: use float32 or float16 (fp32 accumulation)")
+    if weights not in WEIGHTS:
+        raise TVMError(f"weights '{weights}' is not supported: use precomputed or graph")
+    spec = Conv2dSpec(alg, shape, pads, dtype, str(layout).upper(), weights, 1)
+    if min(spec.out_hw) < 1:
+        raise TVMError(f"layer {shape} with padding {pads} is smaller than the {alg.r}x{alg.r} kernel")
+    if p_block is None:
+        p_block = min(6, spec.tiles)
+    if p_block < 1:
+        raise TVMError(f"p_block {p_block} must be at least 1")
+    return Conv2dSpec(alg, shape, pads, dtype, str(layout).upper(), weights, int(p_block))
+
+
+# ---------------------------------------------------------------------------------------------
+# The compute
+
+
+def _rows(matrix: Any, xs: list[Any]) -> list[Any]:
+    """The rows of matrix·xs as TIR expressions, emitted from the transform program (zeros dropped)."""
+    tvm = _tvm()
+    from novagen.program import compile_matrix
+
+    zero = tvm.tirx.const(0.0, "float32")
+    return compile_matrix(matrix).evaluate(xs, zero=zero)
+
+
+def _select(index: Any, exprs: list[Any]) -> Any:
+    """exprs[index] for a loop variable: a chain of Selects that folds to one row once the loop is unrolled."""
+    tvm = _tvm()
+    out = exprs[-1]
+    for i in range(len(exprs) - 2, -1, -1):
+        out = tvm.tirx.Select(index == i, exprs[i], out)
+    return out
+
+
+def conv2d_compute(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
+                   layout: str = "NCHW", weights: str = "precomputed",
+                   p_block: int | None = None) -> tuple[list[Any], Conv2dSpec]:
+    """TE tensors [x, w_or_U, y] of a Winograd conv2d (correlation, like torch conv2d), and the spec.
+
+    weights "precomputed": the second argument is U (alpha, alpha, C, K), from `transform_weights`;
+    "graph": it is w (K, C, r, r) and the filter transform is part of the function.  fp16 stores
+    x, U, V and y in float16 and computes every transform and the GEMM in float32.
+    """
+    tvm = _tvm()
+    from tvm import te
+
+    spec = make_spec(alg, layer, padding, dtype, layout, weights, p_block)
+    alg = spec.alg
+    n, c, h, w, k = spec.layer
+    a, m, r = alg.alpha, alg.m, alg.r
+    pt, pl = spec.padding
+    nh, nw = spec.tiles_hw
+    tiles, pp = spec.tiles, spec.tiles_padded
+    f32 = "float32"
+    nchw = spec.layout == "NCHW"
+
+    x = te.placeholder(spec.input_shape, dtype, name="x")
+    wt = te.placeholder(spec.weight_shape, dtype, name="U" if weights == "precomputed" else "w")
+
+    def load(p: Any, ci: Any, hh: Any, ww: Any) -> Any:
+        b = p // (nh * nw)
+        th = (p // nw) % nh
+        tw = p % nw
+        ih = th * m + hh - pt
+        iw = tw * m + ww - pl
+        cond = tvm.tirx.all(p < tiles, ih >= 0, ih < h, iw >= 0, iw < w)
+        val = x[b, ci, ih, iw] if nchw else x[b, ih, iw, ci]
+        return tvm.tirx.if_then_else(cond, val.astype(f32), tvm.tirx.const(0.0, f32))
+
+    # input transform, columns then rows: V[eps, nu, p, c] = (BT d B)[eps, nu]
+    d = te.compute((a, a, pp, c), lambda hh, ww, p, ci: load(p, ci, hh, ww), name="d")
+    t1 = te.compute((a, a, pp, c), lambda eps, b, p, ci: _select(eps, _rows(alg.BT, [d[i, b, p, ci] for i in range(a)])),
+                    name="BTd")
+    v = te.compute((a, a, pp, c),
+                   lambda eps, nu, p, ci: _select(nu, _rows(alg.BT, [t1[eps, j, p, ci] for j in range(a)])).astype(dtype),
+                   name="V")
+    if weights == "graph":
+        # filter transform: U[eps, nu, c, k] = (G g Gt)[eps, nu]
+        g1 = te.compute((a, r, c, k), lambda eps, s, ci, ko: _select(
+            eps, _rows(alg.G, [wt[ko, ci, t, s].astype(f32) for t in range(r)])), name="Gg")
+        u = te.compute((a, a, c, k), lambda eps, nu, ci, ko: _select(
+            nu, _rows(alg.G, [g1[eps, s, ci, ko] for s in range(r)])).astype(dtype), name="U_graph")
+    else:
+        u = wt
+    rc = te.reduce_axis((0, c), name="rc")
+    mm = te.compute((a, a, pp, k), lambda eps, nu, p, ko: te.sum(
+        v[eps, nu, p, rc].astype(f32) * u[eps, nu, rc, ko].astype(f32), axis=rc), name="M")
+    # output transform, columns then rows: Y[p, i, j, k] = (AT M A)[i, j]
+    o1 = te.compute((m, a, pp, k), lambda i, nu, p, ko: _select(i, _rows(alg.AT, [mm[e, nu, p, ko] for e in range(a)])),
+                    name="ATm")
+    yt = te.compute((pp, m, m, k), lambda p, i, j, ko: _select(j, _rows(alg.AT, [o1[i, q, p, ko] for q in range(a)])),
+                    name="Y")
+    oh, ow = spec.out_hw
+
+    def gather(b: Any, ko: Any, yy: Any, xx: Any) -> Any:
+        p = b * (nh * nw) + (yy // m) * nw + xx // m
+        return yt[p, yy % m, xx % m, ko].astype(dtype)
+
+    if nchw:
+        y = te.compute(spec.output_shape, lambda b, ko, yy, xx: gather(b, ko, yy, xx), name="y")
+    else:
+        y = te.compute(spec.output_shape, lambda b, yy, xx, ko: gather(b, ko, yy, xx), name="y")
+    return [x, wt, y], spec
+
+
+def _vector(size: int, limit: int = 16) -> int:
+    """The largest power of two <= limit dividing size (the vector width of a loop of that size)."""
+    v = limit
+    while v > 1 and size % v:
+        v //= 2
+    return v
+
+
+def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
+    """The default CPU schedule (x86 AVX2 and the like): transforms vectorized over channels with the
+    tile in registers, a register-blocked GEMM per Winograd point (p_block tiles × 16 filters),
+    parallel over tiles and points.  Returns the scheduled PrimFunc."""
+    tvm = _tvm()
+    sch = tvm.s_tir.Schedule(func)
+    _, c, _, _, k = spec.layer
+    cv, kv = _vector(c, 8), _vector(k, 16)
+    m = spec.alg.m
+
+    # input transform
+    sch.compute_inline("d")
+    v = sch.get_sblock("V")
+    eps, nu, p, ci = sch.get_loops(v)
+    co, cin = sch.split(ci, [None, cv])
+    sch.reorder(p, co, eps, nu, cin)
+    pco = sch.fuse(p, co)
+    sch.parallel(pco)
+    sch.unroll(eps)
+    sch.unroll(nu)
+    sch.vectorize(cin)
+    t1 = sch.get_sblock("BTd")
+    sch.compute_at(t1, pco)
+    sch.set_scope(t1, 0, "local")
+    l_eps, l_b, l_c = sch.get_loops(t1)[-3:]
+    sch.unroll(l_eps)
+    sch.unroll(l_b)
+    sch.vectorize(l_c)
+
+    # filter transform in the graph: a plain parallel loop nest
+    if spec.weights == "graph":
+        ug = sch.get_sblock("U_graph")
+        e2, n2, c2, k2 = sch.get_loops(ug)
+        sch.reorder(c2, e2, n2, k2)
+        sch.parallel(c2)
+        g1 = sch.get_sblock("Gg")
+        sch.compute_at(g1, c2)
+        sch.set_scope(g1, 0, "local")
+
+    # batched GEMM: M[eps, nu, p, k] = sum_c V[eps, nu, p, c] U[eps, nu, c, k]
+    mb = sch.get_sblock("M")
+    eps, nu, p, ko, rc = sch.get_loops(mb)
+    po, pi = sch.split(p, [None, spec.p_block])
+    kk, ki = sch.split(ko, [None, kv])
+    sch.reorder(eps, nu, po, kk, rc, pi, ki)
+    outer = sch.fuse(eps, nu, po)
+    sch.parallel(outer)
+    acc = sch.cache_write(mb, 0, "local")
+    sch.reverse_compute_at(acc, kk)
+    sch.unroll(pi)
+    sch.vectorize(ki)
+    sch.decompose_reduction(mb, rc)
+    sch.vectorize(sch.get_loops(acc)[-1])
+
+    # output transform, computed per (tile, vector of filters) and written through the gather
+    yb = sch.get_sblock("y")
+    loops = sch.get_loops(yb)
+    if spec.layout == "NCHW":
+        b, kf, yy, xx = loops
+    else:
+        b, yy, xx, kf = loops
+    th, i = sch.split(yy, [None, m])
+    tw, j = sch.split(xx, [None, m])
+    kfo, kfi = sch.split(kf, [None, _vector(spec.layer[4], 8)])
+    sch.reorder(b, th, tw, kfo, i, j, kfi)
+    top = sch.fuse(b, th, tw)
+    sch.parallel(top)
+    if spec.layout == "NHWC":
+        sch.vectorize(kfi)
+    yt = sch.get_sblock("Y")
+    sch.compute_at(yt, kfo)
+    sch.set_scope(yt, 0, "local")
+    o1 = sch.get_sblock("ATm")
+    sch.compute_at(o1, kfo)
+    sch.set_scope(o1, 0, "local")
+    for blk in (yt, o1):
+        ls = sch.get_loops(blk)[-4:]
+        for lp in ls[:-1]:
+            sch.unroll(lp)
+        sch.vectorize(ls[-1])
+    return sch.mod["main"]
+
+
+def conv2d_primfunc(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
+                    layout: str = "NCHW", weights: str = "precomputed", schedule: str | None = "llvm",
+                    p_block: int | None = None) -> tuple[Any, Conv2dSpec]:
+    """The PrimFunc (scheduled for `schedule` = "llvm", or None for the plain compute) and its spec."""
+    tvm = _tvm()
+    tensors, spec = conv2d_compute(alg, layer, padding, dtype, layout, weights, p_block)
+    func = tvm.te.create_prim_func(tensors)
+    if schedule == "llvm":
+        func = schedule_llvm(func, spec)
+    elif schedule is not None:
+        raise TVMError(f"schedule '{schedule}' is not known: use llvm, or None for the unscheduled compute")
+    func = func.with_attr("global_symbol", spec.name)
+    return func, spec
+
+
+def conv2d_module(alg: Any, layer: Sequence[int] | str = (1, 64, 56, 56, 64), padding: int | Sequence[int] = 1,
+                  dtype: str = "float32", layout: str = "NCHW", weights: str = "precomputed",
+                  schedule: str | None = "llvm", p_block: int | None = None) -> Any:
+    """An IRModule with one PrimFunc "main" computing the Winograd conv2d of `alg` for one layer shape.
+
+    Arguments of main: x (NCHW or NHWC), U (alpha, alpha, C, K) for precomputed weights or w (K, C, r, r)
+    for weights in the graph, and the output y.  `schedule` "llvm" applies the default CPU schedule.
+    """
+    tvm = _tvm()
+    func, _ = conv2d_primfunc(alg, layer, padding, dtype, layout, weights, schedule, p_block)
+    return tvm.IRModule({"main": func})
+
+
+def transform_weights(alg: Any, w: np.ndarray, dtype: str = "float32") -> np.ndarray:
+    """U[eps, nu, c, k] = (G g Gᵀ)[eps, nu] for w (K, C, r, r), in float64 from the exact G, then cast."""
+    alg = _check_alg(alg)
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim != 4 or w.shape[2:] != (alg.r, alg.r):
+        raise TVMError(f"weights must be (K, C, {alg.r}, {alg.r}) for {alg.label}, got {w.shape}")
+    g = alg.matrices("float64")[1]
+    u = np.einsum("et,kcts,ns->enck", g, w, g)
+    return np.ascontiguousarray(u.astype(dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets and building
+
+
+def host_target(threads: int | None = None) -> Any:
+    """The llvm target of this CPU: {"kind": "llvm", "mcpu": <host cpu>, "num-cores": <cores>}."""
+    tvm = _tvm()
+    try:
+        mcpu = str(tvm.target.codegen.llvm_get_system_cpu())
+    except Exception:
+        mcpu = ""
+    cfg: dict[str, Any] = {"kind": "llvm", "num-cores": int(threads or os.cpu_count() or 1)}
+    if mcpu and mcpu != "generic":
+        cfg["mcpu"] = mcpu
+    return tvm.target.Target(cfg)
+
+
+def resolve_target(target: Any) -> Any:
+    """A tvm Target from "llvm" (this CPU), "cuda", a dict or a Target."""
+    tvm = _tvm()
+    if isinstance(target, str) and target in ("llvm", "cpu"):
+        return host_target()
+    try:
+        return target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
+    except Exception as exc:
+        raise TVMError(f"target {target!r} is not a TVM target: {str(exc).splitlines()[0][:200]}") from None
+
+
+class Conv2d:
+    """A built TVM Winograd conv2d for one layer: `conv(x, w)` → y as NumPy (x in the spec's layout,
+    w (K, C, r, r)); the transformed weights are cached for the last `w` passed (by identity)."""
+
+    def __init__(self, alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1,
+                 dtype: str = "float32", layout: str = "NCHW", weights: str = "precomputed",
+                 target: Any = "llvm", mod: Any = None) -> None:
+        tvm = _tvm()
+        if mod is None:
+            mod = conv2d_module(alg, layer, padding, dtype, layout, weights)
+        _, self.spec = conv2d_compute(alg, layer, padding, dtype, layout, weights)
+        self.target = resolve_target(target)
+        self.lib = tvm.compile(mod, target=self.target)
+        self.dev = tvm.cpu() if self.target.kind.name == "llvm" else tvm.cuda()
+        self.fn = self.lib["main"] if "main" in _function_names(self.lib) else self.lib[self.spec.name]
+        self._w: np.ndarray | None = None
+        self._u: Any = None
+        self._y = tvm.runtime.empty(self.spec.output_shape, dtype, self.dev)
+
+    def set_weights(self, w: np.ndarray) -> None:
+        tvm = _tvm()
+        s = self.spec
+        if tuple(w.shape) != (s.layer[4], s.layer[1], s.alg.r, s.alg.r):
+            raise TVMError(f"weights must be {(s.layer[4], s.layer[1], s.alg.r, s.alg.r)}, got {tuple(w.shape)}")
+        u = transform_weights(s.alg, w, s.dtype) if s.weights == "precomputed" else np.asarray(w, s.dtype)
+        self._u = tvm.runtime.tensor(u, self.dev)
+        self._w = w
+
+    def run(self, x: Any) -> Any:
+        """Run on a tvm tensor (or NumPy array) x; returns the tvm output tensor (reused across calls)."""
+        tvm = _tvm()
+        if isinstance(x, np.ndarray):
+            x = tvm.runtime.tensor(np.ascontiguousarray(x, dtype=self.spec.dtype), self.dev)
+        self.fn(x, self._u, self._y)
+        return self._y
+
+    def __call__(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if tuple(x.shape) != self.spec.input_shape:
+            raise TVMError(f"x must be {self.spec.input_shape} ({self.spec.layout}), got {tuple(x.shape)}")
+        if w is not self._w:
+            self.set_weights(w)
+        return self.run(x).numpy()
+
+
+def _function_names(lib: Any) -> set[str]:
+    try:
+        return {"main"} if lib.implements_function("main") else set()
+    except Exception:
+        return set()
+
+
+def tile_count(spec: Conv2dSpec) -> int:
+    return spec.tiles
+
+
+def direct_gflop(spec: Conv2dSpec) -> float:
+    n, c, _, _, k = spec.layer
+    oh, ow = spec.out_hw
+    return 2.0 * n * k * c * oh * ow * spec.alg.r ** 2 / 1e9
+
+
+__all__ = ["Conv2d", "Conv2dSpec", "TVMError", "conv2d_compute", "conv2d_module", "conv2d_primfunc", "host_target",
+           "make_spec", "math", "resolve_target", "schedule_llvm", "transform_weights"]
