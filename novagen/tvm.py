@@ -14,7 +14,6 @@ package installs without it.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,22 +152,21 @@ def make_spec(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int]
 # The compute
 
 
-def _rows(matrix: Any, xs: list[Any]) -> list[Any]:
-    """The rows of matrix·xs as TIR expressions, emitted from the transform program (zeros dropped)."""
+def _transform(matrix: Any, xs: list[Any], index: Any) -> Any:
+    """Row `index` (a loop variable) of matrix·xs as one TIR expression emitted from the transform program
+    (zero terms and ±1 factors gone), picked by a chain of Selects on `index` that folds to a single row
+    once the loop is unrolled.  Temporaries the program shares appear as equal subtrees, which LLVM
+    merges again (Let bindings would keep them explicit, but TVM 0.27's CommonSubexprElim mis-orders
+    them)."""
     tvm = _tvm()
     from novagen.program import compile_matrix
 
-    zero = tvm.tirx.const(0.0, "float32")
-    return compile_matrix(matrix).evaluate(xs, zero=zero)
-
-
-def _select(index: Any, exprs: list[Any]) -> Any:
-    """exprs[index] for a loop variable: a chain of Selects that folds to one row once the loop is unrolled."""
-    tvm = _tvm()
-    out = exprs[-1]
-    for i in range(len(exprs) - 2, -1, -1):
-        out = tvm.tirx.Select(index == i, exprs[i], out)
-    return out
+    tirx = tvm.tirx
+    outs = compile_matrix(matrix).evaluate(xs, zero=tirx.const(0.0, "float32"))
+    body = outs[-1]
+    for i in range(len(outs) - 2, -1, -1):
+        body = tirx.Select(index == i, outs[i], body)
+    return body
 
 
 def conv2d_compute(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
@@ -208,26 +206,26 @@ def conv2d_compute(alg: Any, layer: Sequence[int] | str, padding: int | Sequence
 
     # input transform, columns then rows: V[eps, nu, p, c] = (BT d B)[eps, nu]
     d = te.compute((a, a, pp, c), lambda hh, ww, p, ci: load(p, ci, hh, ww), name="d")
-    t1 = te.compute((a, a, pp, c), lambda eps, b, p, ci: _select(eps, _rows(alg.BT, [d[i, b, p, ci] for i in range(a)])),
+    t1 = te.compute((a, a, pp, c), lambda eps, b, p, ci: _transform(alg.BT, [d[i, b, p, ci] for i in range(a)], eps),
                     name="BTd")
     v = te.compute((a, a, pp, c),
-                   lambda eps, nu, p, ci: _select(nu, _rows(alg.BT, [t1[eps, j, p, ci] for j in range(a)])).astype(dtype),
+                   lambda eps, nu, p, ci: _transform(alg.BT, [t1[eps, j, p, ci] for j in range(a)], nu).astype(dtype),
                    name="V")
     if weights == "graph":
         # filter transform: U[eps, nu, c, k] = (G g Gt)[eps, nu]
-        g1 = te.compute((a, r, c, k), lambda eps, s, ci, ko: _select(
-            eps, _rows(alg.G, [wt[ko, ci, t, s].astype(f32) for t in range(r)])), name="Gg")
-        u = te.compute((a, a, c, k), lambda eps, nu, ci, ko: _select(
-            nu, _rows(alg.G, [g1[eps, s, ci, ko] for s in range(r)])).astype(dtype), name="U_graph")
+        g1 = te.compute((a, r, c, k), lambda eps, s, ci, ko: _transform(
+            alg.G, [wt[ko, ci, t, s].astype(f32) for t in range(r)], eps), name="Gg")
+        u = te.compute((a, a, c, k), lambda eps, nu, ci, ko: _transform(
+            alg.G, [g1[eps, s, ci, ko] for s in range(r)], nu).astype(dtype), name="U_graph")
     else:
         u = wt
     rc = te.reduce_axis((0, c), name="rc")
     mm = te.compute((a, a, pp, k), lambda eps, nu, p, ko: te.sum(
         v[eps, nu, p, rc].astype(f32) * u[eps, nu, rc, ko].astype(f32), axis=rc), name="M")
     # output transform, columns then rows: Y[p, i, j, k] = (AT M A)[i, j]
-    o1 = te.compute((m, a, pp, k), lambda i, nu, p, ko: _select(i, _rows(alg.AT, [mm[e, nu, p, ko] for e in range(a)])),
+    o1 = te.compute((m, a, pp, k), lambda i, nu, p, ko: _transform(alg.AT, [mm[e, nu, p, ko] for e in range(a)], i),
                     name="ATm")
-    yt = te.compute((pp, m, m, k), lambda p, i, j, ko: _select(j, _rows(alg.AT, [o1[i, q, p, ko] for q in range(a)])),
+    yt = te.compute((pp, m, m, k), lambda p, i, j, ko: _transform(alg.AT, [o1[i, q, p, ko] for q in range(a)], j),
                     name="Y")
     oh, ow = spec.out_hw
 
@@ -283,11 +281,19 @@ def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
     if spec.weights == "graph":
         ug = sch.get_sblock("U_graph")
         e2, n2, c2, k2 = sch.get_loops(ug)
-        sch.reorder(c2, e2, n2, k2)
+        ko2, ki2 = sch.split(k2, [None, kv])
+        sch.reorder(c2, ko2, e2, n2, ki2)
         sch.parallel(c2)
+        sch.unroll(e2)
+        sch.unroll(n2)
+        sch.vectorize(ki2)
         g1 = sch.get_sblock("Gg")
-        sch.compute_at(g1, c2)
+        sch.compute_at(g1, ko2)
         sch.set_scope(g1, 0, "local")
+        ge, gs, gk = sch.get_loops(g1)[-3:]
+        sch.unroll(ge)
+        sch.unroll(gs)
+        sch.vectorize(gk)
 
     # batched GEMM: M[eps, nu, p, k] = sum_c V[eps, nu, p, c] U[eps, nu, c, k]
     mb = sch.get_sblock("M")
@@ -452,15 +458,11 @@ def _function_names(lib: Any) -> set[str]:
         return set()
 
 
-def tile_count(spec: Conv2dSpec) -> int:
-    return spec.tiles
-
-
 def direct_gflop(spec: Conv2dSpec) -> float:
     n, c, _, _, k = spec.layer
     oh, ow = spec.out_hw
     return 2.0 * n * k * c * oh * ow * spec.alg.r ** 2 / 1e9
 
 
-__all__ = ["Conv2d", "Conv2dSpec", "TVMError", "conv2d_compute", "conv2d_module", "conv2d_primfunc", "host_target",
-           "make_spec", "math", "resolve_target", "schedule_llvm", "transform_weights"]
+__all__ = ["Conv2d", "Conv2dSpec", "TVMError", "conv2d_compute", "conv2d_module", "conv2d_primfunc", "direct_gflop",
+           "host_target", "make_spec", "resolve_target", "schedule_llvm", "transform_weights"]
