@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,3 +129,93 @@ def test_bad_weights_and_input_shape() -> None:
         conv(x[:, :4], w)
     with pytest.raises(InputError, match="2D conv"):
         nt.conv2d_module(novagen.algorithm("F(4x4,3x3)/nova"), (1, 8, 6, 6, 8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Relax pass on a model imported from PyTorch
+
+
+def _torch_model() -> tuple[Any, Any]:
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        """conv-bn-relu ×3 + linear; the first conv (3 channels) and a strided conv are not eligible."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.b1 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+            self.c2, self.b2 = torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.BatchNorm2d(16)
+            self.c3, self.b3 = torch.nn.Conv2d(16, 16, 3, padding=0), torch.nn.BatchNorm2d(16)
+            self.c4 = torch.nn.Conv2d(16, 16, 3, stride=2, padding=1)
+            self.fc = torch.nn.Linear(16, 10)
+
+        def forward(self, x: Any) -> Any:
+            x = torch.relu(self.b1(self.c1(x)))
+            x = torch.relu(self.b2(self.c2(x)))
+            x = torch.relu(self.b3(self.c3(x)))
+            return self.fc(self.c4(x).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    with torch.no_grad():
+        for bn in (model.b1, model.b2, model.b3):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    return model, torch.randn(2, 3, 13, 11)
+
+
+def _run_relax(mod: Any, x: np.ndarray, *params: np.ndarray) -> np.ndarray:
+    from tvm import relax
+
+    ex = tvm.compile(mod, target=nt.host_target())
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *(tvm.runtime.tensor(p) for p in params))
+    return (out[0] if not hasattr(out, "numpy") else out).numpy()
+
+
+def test_rewrite_torch_model_matches_torch() -> None:
+    from tvm.relax.frontend.torch import from_exported_program
+
+    torch = pytest.importorskip("torch")
+    model, x = _torch_model()
+    mod = from_exported_program(torch.export.export(model, (x,)))
+    new, report = nt.rewrite_conv2d(mod, "F(4,3)/nova", return_report=True)
+    assert [r["shape"] for r in report.rewritten] == [[2, 8, 13, 11, 16], [2, 16, 13, 11, 16]]
+    assert [r["weights"] for r in report.rewritten] == ["precomputed"] * 2
+    reasons = [s["reason"] for s in report.skipped]
+    assert len(reasons) == 2 and "min_channels" in reasons[0] and "stride" in reasons[1]
+    text = new.script()
+    assert text.count("R.nn.conv2d(") == 2 and text.count("R.call_tir(") >= 2
+    funcs = {gv.name_hint: f for gv, f in new.functions.items()}
+    for r in report.rewritten:
+        assert int(funcs[r["function"]].attrs["op_pattern"]) == 8
+    y = _run_relax(new, x.numpy())
+    ref = model(x).detach().numpy()
+    np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_rewrite_weights_as_inputs_graph_and_bound() -> None:
+    """Weights that are function inputs are transformed inside the PrimFunc; bound with `params`, they
+    become constants transformed at compile time."""
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.torch import from_exported_program
+
+    torch = pytest.importorskip("torch")
+    model, x = _torch_model()
+    mod, params = detach_params(from_exported_program(torch.export.export(model, (x,)), keep_params_as_input=True))
+    arrays = [p.numpy() for p in params["main"]]
+    ref = model(x).detach().numpy()
+    graph, rep = nt.rewrite_conv2d(mod, "F(2,3)/classic", return_report=True)
+    assert [r["weights"] for r in rep.rewritten] == ["graph"] * 2
+    np.testing.assert_allclose(_run_relax(graph, x.numpy(), *arrays), ref, atol=1e-4, rtol=1e-4)
+    names = [str(v.name) for v in mod["main"].params[1:]]
+    bound, rep2 = nt.rewrite_conv2d(mod, "F(2,3)/classic", params=dict(zip(names, arrays)), return_report=True)
+    assert [r["weights"] for r in rep2.rewritten] == ["precomputed"] * 2
+    assert len(bound["main"].params) == 1
+
+
+def test_rewrite_bad_input() -> None:
+    with pytest.raises(InputError, match="Relax IRModule"):
+        nt.rewrite_conv2d("not a module", "F(4,3)/nova")
+    with pytest.raises(InputError, match="not in the catalog"):
+        nt.rewrite_conv2d(tvm.IRModule(), "F(4,3)/nope")
