@@ -612,5 +612,8 @@ def direct_gflop(spec: Conv2dSpec) -> float:
     return 2.0 * n * k * c * oh * ow * spec.alg.r ** 2 / 1e9
 
 
-__all__ = ["Conv2d", "Conv2dSpec", "RewriteReport", "TVMError", "rewrite_conv2d", "conv2d_compute", "conv2d_module", "conv2d_primfunc", "direct_gflop",
-           "host_target", "make_spec", "resolve_target", "schedule_llvm", "transform_weights"]
+__all__ = [
+    "Conv2d", "Conv2dSpec", "RewriteReport", "TVMError", "conv2d_compute", "conv2d_module", "conv2d_primfunc",
+    "direct_gflop", "host_target", "make_spec", "resolve_target", "rewrite_conv2d", "schedule_llvm",
+    "transform_weights",
+]
