@@ -250,14 +250,42 @@ def _vector(size: int, limit: int = 16) -> int:
     return v
 
 
+def _choices(size: int, options: Sequence[int]) -> list[int]:
+    return [o for o in options if size % o == 0] or [1]
+
+
 def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
     """The default CPU schedule (x86 AVX2 and the like): transforms vectorized over channels with the
     tile in registers, a register-blocked GEMM per Winograd point (p_block tiles × 16 filters),
     parallel over tiles and points.  Returns the scheduled PrimFunc."""
     tvm = _tvm()
     sch = tvm.s_tir.Schedule(func)
+    _apply_llvm(sch, spec, lambda options, default: default)
+    return sch.mod["main"]
+
+
+def _sampled_llvm(spec: Conv2dSpec) -> Any:
+    """The llvm schedule as a MetaSchedule design space: vector widths and the GEMM register block are
+    sampled (categorical over the sizes that divide), everything else as in `schedule_llvm`."""
+
+    def space(sch: Any) -> Any:
+        def pick(options: list[int], default: int) -> Any:
+            if len(options) == 1:
+                return options[0]
+            return sch.sample_categorical(options, [1.0 / len(options)] * len(options),
+                                          decision=options.index(default) if default in options else None)
+
+        _apply_llvm(sch, spec, pick)
+        return sch
+
+    return space
+
+
+def _apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
     _, c, _, _, k = spec.layer
-    cv, kv = _vector(c, 8), _vector(k, 16)
+    cv = pick(_choices(c, (4, 8, 16)), _vector(c, 8))
+    kv = pick(_choices(k, (8, 16, 32)), _vector(k, 16))
+    pb = pick(_choices(spec.tiles_padded, (2, 3, 4, 6, 8)), spec.p_block)
     m = spec.alg.m
 
     # input transform
@@ -300,7 +328,7 @@ def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
     # batched GEMM: M[eps, nu, p, k] = sum_c V[eps, nu, p, c] U[eps, nu, c, k]
     mb = sch.get_sblock("M")
     eps, nu, p, ko, rc = sch.get_loops(mb)
-    po, pi = sch.split(p, [None, spec.p_block])
+    po, pi = sch.split(p, [None, pb])
     kk, ki = sch.split(ko, [None, kv])
     sch.reorder(eps, nu, po, kk, rc, pi, ki)
     outer = sch.fuse(eps, nu, po)
@@ -338,7 +366,6 @@ def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
         for lp in ls[:-1]:
             sch.unroll(lp)
         sch.vectorize(ls[-1])
-    return sch.mod["main"]
 
 
 def conv2d_primfunc(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
@@ -527,6 +554,110 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "F(4,3)/nova", params: dict[str, A
 
 
 # ---------------------------------------------------------------------------------------------
+# MetaSchedule tuning
+
+
+def _import_tensor_intrin() -> None:
+    """Builder/runner worker initializer: the import MetaSchedule does in every worker, done up front
+    (20-30 s on a small machine, which alone used to exhaust the default 30 s build timeout)."""
+    import tvm.s_tir.tensor_intrin  # noqa: F401
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """A tuning run: the database folder, trials before and after, and the best measured time."""
+
+    db: str
+    workload: str
+    trials_before: int
+    trials_after: int
+    best_ms: float | None
+
+
+def _tune_mod(alg: Any, layer: Any, padding: Any, dtype: str, layout: str) -> tuple[Any, Conv2dSpec]:
+    tvm = _tvm()
+    func, spec = conv2d_primfunc(alg, layer, padding, dtype, layout, "precomputed", schedule=None)
+    # MetaSchedule looks the workload up as "main"; the global symbol keeps the function's own name
+    return tvm.IRModule({"main": func}), spec
+
+
+def _records(db: Any, mod: Any) -> list[Any]:
+    if not db.has_workload(mod):
+        return []
+    return list(db.get_top_k(db.commit_workload(mod), 1 << 30))
+
+
+def _open_db(path: str | os.PathLike[str]) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    os.makedirs(path, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(path))
+
+
+def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trials: int = 64,
+         padding: int | Sequence[int] = 1, dtype: str = "float32", layout: str = "NCHW", target: Any = "llvm",
+         trials_per_iter: int = 16, runner: Any = None, seed: int = 0, build_timeout: float = 300.0) -> TuneResult:
+    """Tune the Winograd conv2d with MetaSchedule, recording into the JSON database folder `db`.
+
+    Resumable: trials already in `db` for this workload count toward `trials`, and the search starts from
+    them; when there are enough, nothing runs.  The builder uses one worker with a long timeout and an
+    initializer that imports the tensor intrinsics once.  `runner` defaults to a LocalRunner; pass an
+    `rpc_runner(...)` to measure on a remote device.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    if trials < 1:
+        raise TVMError(f"trials {trials} must be at least 1")
+    mod, spec = _tune_mod(alg, layer, padding, dtype, layout)
+    tgt = resolve_target(target)
+    database = _open_db(db)
+    before = len(_records(database, mod))
+    todo = trials - before
+    if todo > 0:
+        builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=build_timeout, initializer=_import_tensor_intrin)
+        run = runner or ms.runner.LocalRunner(timeout_sec=60, initializer=_import_tensor_intrin)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="novagen-tune-") as work:
+            ms.tune_tir(mod, tgt, work, max_trials_global=todo, num_trials_per_iter=min(trials_per_iter, todo),
+                        builder=builder, runner=run, database=database, seed=seed, num_tuning_cores=1,
+                        space=ms.space_generator.ScheduleFn(_sampled_llvm(spec)))
+    recs = _records(database, mod)
+    best = None
+    for rec in recs:
+        secs = [float(v) for v in (rec.run_secs or [])]
+        if secs and all(v < 1e9 for v in secs):
+            t = sum(secs) / len(secs) * 1e3
+            best = t if best is None else min(best, t)
+    return TuneResult(str(db), spec.name, before, len(recs), best)
+
+
+def load_tuned(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], padding: int | Sequence[int] = 1,
+               dtype: str = "float32", layout: str = "NCHW", target: Any = "llvm") -> Any:
+    """The tuned IRModule from the database `db` (no tuning runs); TVMError if `db` has no record of it."""
+    from pathlib import Path
+
+    if not Path(db).is_dir():
+        raise TVMError(f"tuning database '{db}' is not a folder: run novagen tune first")
+    mod, spec = _tune_mod(alg, layer, padding, dtype, layout)
+    sch = _open_db(db).query_schedule(mod, resolve_target(target), workload_name="main")
+    if sch is None:
+        raise TVMError(f"'{db}' holds no tuning record for {spec.name}: run novagen tune for this layer first")
+    return sch.mod
+
+
+def rpc_runner(tracker_host: str, tracker_port: int, device_key: str, timeout: float = 60.0) -> Any:
+    """A MetaSchedule RPCRunner that measures on devices registered with an RPC tracker under `device_key`
+    (start one with `python -m tvm.exec.rpc_tracker --host 127.0.0.1 --port 9190` and a server with
+    `python -m tvm.exec.rpc_server --tracker 127.0.0.1:9190 --key local`)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    config = ms.runner.RPCConfig(tracker_host=tracker_host, tracker_port=tracker_port, tracker_key=device_key,
+                                 session_timeout_sec=int(timeout))
+    return ms.runner.RPCRunner(rpc_config=config, max_workers=1, initializer=_import_tensor_intrin)
+
+
+# ---------------------------------------------------------------------------------------------
 # Targets and building
 
 
@@ -614,6 +745,6 @@ def direct_gflop(spec: Conv2dSpec) -> float:
 
 __all__ = [
     "Conv2d", "Conv2dSpec", "RewriteReport", "TVMError", "conv2d_compute", "conv2d_module", "conv2d_primfunc",
-    "direct_gflop", "host_target", "make_spec", "resolve_target", "rewrite_conv2d", "schedule_llvm",
-    "transform_weights",
+    "TuneResult", "direct_gflop", "host_target", "load_tuned", "make_spec", "resolve_target", "rewrite_conv2d",
+    "rpc_runner", "schedule_llvm", "transform_weights", "tune",
 ]
