@@ -13,7 +13,8 @@ from novagen.errors import InputError
 from novagen.export import atomic_write
 from novagen.program import programs, transform_cost
 
-TARGETS = ("c",)
+TARGETS = ("c", "tvm-llvm", "tvm-cuda")
+TVM_TARGETS = ("tvm-llvm", "tvm-cuda")
 
 
 def _target(target: str) -> str:
@@ -36,12 +37,19 @@ def parse_layer(text: str | tuple[int, ...] | None) -> tuple[int, int, int, int,
     return vals  # type: ignore[return-value]
 
 
-def compile(alg: Algorithm, target: str = "c", layer: Any = None, padding: Any = 1, **options: Any) -> Kernel:
+def compile(alg: Algorithm, target: str = "c", layer: Any = None, padding: Any = 1, **options: Any) -> Any:
     """A fused conv2d kernel for `alg` (fp32, NCHW): `kernel(x, w, bias=None)` returns y.
 
     options: relu (bool), threads (default: all cores), tile_block (tiles per block, 0 = automatic).
+    target "tvm-llvm" gives a `novagen.tvm.Conv2d` for one layer (options: dtype, layout, weights).
     """
     _target(target)
+    if target == "tvm-llvm":
+        from novagen.tvm import Conv2d
+
+        return Conv2d(alg, parse_layer(layer), padding=padding, **options)
+    if target == "tvm-cuda":
+        raise InputError("compile runs kernels here: use target tvm-llvm, or generate for tvm-cuda")
     return Kernel(alg, padding=padding, layer=parse_layer(layer), **options)
 
 
@@ -77,9 +85,16 @@ def _readme(alg: Algorithm, name: str, layer: tuple[int, ...] | None, padding: A
 
 
 def generate(alg: Algorithm, out_dir: str | Path, target: str = "c", layer: Any = None,
-             padding: Any = 1) -> list[Path]:
-    """Write the kernel source (.c, .h), a Makefile, build.sh and a README into `out_dir`."""
+             padding: Any = 1, **options: Any) -> list[Path]:
+    """Write the kernel source (.c, .h), a Makefile, build.sh and a README into `out_dir`; for the TVM
+    targets, TVMScript, the built module and a README (options: dtype, layout, tuned)."""
     _target(target)
+    if target in TVM_TARGETS:
+        from novagen.tvm import generate as tvm_generate
+
+        return tvm_generate(alg, out_dir, target, layer, padding, **options)
+    if options:
+        raise InputError(f"target c takes no option {', '.join(sorted(options))}")
     shape = parse_layer(layer)
     files = render(alg)
     name = prefix(alg)

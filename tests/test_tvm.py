@@ -219,3 +219,73 @@ def test_rewrite_bad_input() -> None:
         nt.rewrite_conv2d("not a module", "F(4,3)/nova")
     with pytest.raises(InputError, match="not in the catalog"):
         nt.rewrite_conv2d(tvm.IRModule(), "F(4,3)/nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: generate, tune, bench
+
+
+def test_cli_generate_tvm_llvm(tmp_path: Any, capsys: Any) -> None:
+    from novagen.cli import run
+
+    out = tmp_path / "build"
+    assert run(["generate", "F(4,3)/nova", "--target", "tvm-llvm", "--layer", "1,8,10,10,8", "-o", str(out),
+                "--json"]) == 0
+    files = {p.suffix for p in out.iterdir()}
+    assert files == {".py", ".so", ".md"}
+    so = next(out.glob("*.so"))
+    lib = tvm.runtime.load_module(str(so))
+    spec = nt.make_spec("F(4,3)/nova", (1, 8, 10, 10, 8))
+    x, w = _data((1, 8, 10, 10, 8), 3)
+    y = tvm.runtime.empty(spec.output_shape, "float32", tvm.cpu())
+    lib[spec.name](tvm.runtime.tensor(x), tvm.runtime.tensor(nt.transform_weights(spec.alg, w)), y)
+    ref = correlate_direct(x, w, 1)
+    assert np.linalg.norm(y.numpy() - ref) / np.linalg.norm(ref) < 1e-5
+    script = next(out.glob("*.py")).read_text()
+    assert "T.prim_func" in script
+
+
+def test_cli_generate_tvm_cuda_without_gpu(tmp_path: Any) -> None:
+    from novagen.cli import run
+
+    out = tmp_path / "cuda"
+    assert run(["generate", "F(4,3)/nova", "--target", "tvm-cuda", "--layer", "1,16,14,14,16", "-o", str(out)]) == 0
+    assert next(out.glob("*.so")).stat().st_size > 0
+    cu = next(out.glob("*.cu")).read_text()
+    assert "__global__" in cu and "threadIdx.x" in cu
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["generate", "F(4,3)/nova", "--target", "tvm-llvm"], "--layer"),
+    (["generate", "F(4,3)/nova", "--target", "tvm-llvm", "--layer", "1,8,8,8,8", "--layout", "NWHC"], "layout"),
+    (["generate", "F(4,3)/nova", "--target", "c", "--layout", "NHWC"], "TVM targets"),
+    (["generate", "F(4,3)/nova", "--target", "tvm-llvm", "--layer", "1,8,8,8,8", "--tuned", "/nonexistent"],
+     "not a folder"),
+    (["tune", "F(4,3)/nova", "--layer", "1,8,8,8,8", "--target", "cuda"], "llvm"),
+    (["tune", "F(4,3)/nova", "--layer", "1,8,8,8,8", "--trials", "0"], "trials"),
+    (["bench", "--target", "tvm-cuda", "--layer", "1,8,8,8,8"], "tvm-llvm"),
+])
+def test_cli_bad_input(argv: list[str], match: str, tmp_path: Any, capsys: Any) -> None:
+    from novagen.cli import run
+
+    assert run([*argv[:1], *argv[1:]] + (["-o", str(tmp_path / "o")] if argv[0] == "generate" else [])) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_tune_resume_and_load(tmp_path: Any) -> None:
+    """A few MetaSchedule trials into a JSON database; a second call runs nothing; the tuned module loads
+    from the database and is correct."""
+    db = tmp_path / "db"
+    layer = (1, 8, 8, 8, 8)
+    first = nt.tune("F(2,3)/classic", layer, db, trials=2, trials_per_iter=2)
+    assert first.trials_before == 0 and first.trials_after >= 1 and first.best_ms is not None
+    again = nt.tune("F(2,3)/classic", layer, db, trials=first.trials_after)
+    assert again.trials_before == again.trials_after == first.trials_after
+    conv = nt.Conv2d("F(2,3)/classic", layer, mod=nt.load_tuned("F(2,3)/classic", layer, db))
+    x, w = _data(layer, 3)
+    ref = correlate_direct(x, w, 1)
+    assert np.linalg.norm(conv(x, w) - ref) / np.linalg.norm(ref) < 1e-5
+    with pytest.raises(InputError, match="no tuning record"):
+        nt.load_tuned("F(2,3)/classic", (1, 8, 8, 8, 16), db)
