@@ -391,22 +391,33 @@ def catalog_cmd(
 @app.command()
 def generate(
     spec: str = typer.Argument(..., help=SPEC_HELP),
-    target: str = typer.Option("c", "--target", "-t", help="code generation target: c, cuda, hls, verilog"),
+    target: str = typer.Option("c", "--target", "-t",
+                               help="code generation target: c, cuda, hls, verilog, tvm-llvm, tvm-cuda"),
     layer: str | None = typer.Option(None, "--layer", help="N,C,H,W,K the kernel is meant for, e.g. 1,64,56,56,64"),
     padding: int = typer.Option(1, "--padding", help="zero padding on each side"),
     output: Path = typer.Option(Path("build"), "--output", "-o", help="folder to write into"),
     points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
-    dtype: str | None = typer.Option(None, "--dtype", help="cuda: fp16 (default) or fp32 for x and y"),
+    dtype: str | None = typer.Option(None, "--dtype", help="cuda: fp16 (default) or fp32 for x and y; "
+                                     "TVM targets: float32 (default) or float16"),
     arch: str | None = typer.Option(None, "--arch", help="cuda: GPU architecture, e.g. sm_80 (default), sm_90"),
     bits: str | None = typer.Option(None, "--bits", help="hls: 'auto' or the input word width; verilog: input "
                                     "width (default 8)"),
+    layout: str | None = typer.Option(None, "--layout", help="TVM targets: NCHW (default) or NHWC"),
+    tuned: Path | None = typer.Option(None, "--tuned", help="tvm-llvm: the schedule from this tuning database"),
     as_json: bool = typer.Option(False, "--json", help="report the written files as JSON"),
 ) -> None:
-    """Kernel source and build files for an algorithm: C (.c, .h), CUDA (.cu), HLS C++ or Verilog."""
+    """Kernel source and build files for an algorithm: C (.c, .h), CUDA (.cu), HLS C++, Verilog, or for
+    tvm-llvm and tvm-cuda TVMScript (.py), the built module (.so) and a README."""
+    from novagen.codegen import GENERATE_TARGETS, TVM_TARGETS, _target
     from novagen.codegen import generate as gen
 
+    _target(target, GENERATE_TARGETS)
+    options = {k: v for k, v in (("layout", layout), ("tuned", tuned)) if v is not None}
+    if options and target not in TVM_TARGETS:
+        raise InputError(f"--{next(iter(options))} applies to the TVM targets (tvm-llvm, tvm-cuda), not {target}")
     alg = _resolve(spec, points, None)
-    paths = gen(alg, output, target=target, layer=layer, padding=padding, dtype=dtype, bits=bits, arch=arch)
+    paths = gen(alg, output, target=target, layer=layer, padding=padding, dtype=dtype, bits=bits, arch=arch,
+                **options)
     if as_json:
         _print_json({"algorithm": alg.label, "target": target, "files": [str(p) for p in paths]})
     else:
@@ -527,7 +538,7 @@ def hardware_cmd(
 
 @app.command()
 def bench(
-    target: str = typer.Option("c", "--target", "-t", help="code generation target: c"),
+    target: str = typer.Option("c", "--target", "-t", help="code generation target: c or tvm-llvm"),
     network: str | None = typer.Option(None, "--network", help="a network's 3x3 conv layers: vgg16"),
     batch: int = typer.Option(1, "--batch", help="batch size for --network"),
     layer: str | None = typer.Option(None, "--layer", help="one layer N,C,H,W,K (3x3, padding 1)"),
@@ -537,6 +548,7 @@ def bench(
     repeats: int = typer.Option(5, "--repeats", help="timed runs of each kernel (median reported)"),
     threads: int | None = typer.Option(None, "--threads", help="threads for ours and the baseline (default: all)"),
     layout: str = typer.Option("NCHW", "--layout", help="NCHW, or NHWC (torch then runs channels_last)"),
+    tuned: Path | None = typer.Option(None, "--tuned", help="tvm-llvm: use the schedules of this tuning database"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Time generated kernels against torch.nn.functional.conv2d (oneDNN), alternating, median of repeats."""
@@ -559,6 +571,13 @@ def bench(
     layers = network_layers(network, batch) if network else [Layer(("layer",), parse_layer(layer))]  # type: ignore[arg-type]
     algs = [_resolve(a, None, None) for a in (algorithms or DEFAULT_ALGORITHMS)]
     err = Console(stderr=True)
+    if target != "c":
+        if target != "tvm-llvm":
+            raise InputError(f"bench runs here: use --target c or tvm-llvm, not {target}")
+        _bench_tvm(layers, algs, repeats, threads, layout.upper(), tuned, as_json)
+        return
+    if tuned is not None:
+        raise InputError("--tuned applies to --target tvm-llvm")
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("benchmarking", total=len(layers))
         result = bench_layers(layers, algs, repeats=repeats, threads=threads, layout=layout,  # type: ignore[arg-type]
@@ -585,6 +604,63 @@ def bench(
     out.print(f"geomean ratio {result['geomean_ratio']:.2f}x over {sum(len(r['layers']) for r in result['layers'])} "
               f"layers; sgemm (torch.mm 2048²) {m['sgemm_gflops']:.0f} GFLOP/s, "
               f"micro-kernel in cache {m['ukernel_peak_gflops']:.0f} GFLOP/s")
+
+
+def _bench_tvm(layers: list[Any], algs: list[Any], repeats: int, threads: int | None, layout: str,
+               tuned: Path | None, as_json: bool) -> None:
+    from rich.progress import Progress
+
+    from novagen import tvm as nt
+
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("benchmarking (tvm-llvm)", total=len(layers))
+        result = nt.bench_layers(layers, algs, repeats=repeats, threads=threads, layout=layout, tuned=tuned,
+                                 progress=lambda msg: bar.update(task, advance=1, description=msg))
+    if as_json:
+        _print_json(result)
+        return
+    m = result["machine"]
+    out = _out()
+    out.print(f"{m['cpu']}, {m['threads']} threads, TVM {m['tvm']} ({m['target']}); baseline "
+              f"{result['baseline']['name']} {result['baseline']['version']}")
+    table = Table(title=f"novagen bench (tvm-llvm{', tuned' if tuned else ''}, {layout})", title_justify="left")
+    for col in ("layers", "N,C,H,W,K", "algorithm", "ours ms", "torch ms", "ratio", "ours GF/s", "torch GF/s"):
+        table.add_column(col, justify="left" if col in ("layers", "algorithm") else "right", no_wrap=True)
+    for r in result["layers"]:
+        ratio = f"{r['ratio']:.2f}x"
+        table.add_row(",".join(r["layers"]), ",".join(map(str, r["shape"])), r["algorithm"], f"{r['ours_ms']:.2f}",
+                      f"{r['baseline_ms']:.2f}", ratio if r["ratio"] >= 1 else f"[red]{ratio}[/red]",
+                      f"{r['ours_gflops']:.0f}", f"{r['baseline_gflops']:.0f}")
+    out.print(table)
+    out.print(f"geomean ratio {result['geomean_ratio']:.2f}x")
+
+
+@app.command("tune")
+def tune_cmd(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    target: str = typer.Option("llvm", "--target", "-t", help="TVM target: llvm (this CPU)"),
+    layer: str = typer.Option(..., "--layer", help="N,C,H,W,K, e.g. 1,128,28,28,128"),
+    trials: int = typer.Option(64, "--trials", help="measured trials in all (those already in --db count)"),
+    db: Path = typer.Option(Path("tune_db"), "--db", help="JSON tuning database folder (created, resumed)"),
+    padding: int = typer.Option(1, "--padding", help="zero padding on each side"),
+    layout: str = typer.Option("NCHW", "--layout", help="NCHW or NHWC"),
+    points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Tune the TVM Winograd conv2d of a layer with MetaSchedule into a JSON database (resumable)."""
+    from novagen import tvm as nt
+
+    if target not in ("llvm", "cpu"):
+        raise InputError(f"tune measures on this machine: use --target llvm, not {target}")
+    alg = _resolve(spec, points, None)
+    result = nt.tune(alg, layer, db, trials=trials, padding=padding, layout=layout, target=target)
+    if as_json:
+        _print_json(result.__dict__)
+        return
+    best = "n/a" if result.best_ms is None else f"{result.best_ms:.3f} ms"
+    _out().print(f"{result.workload}: {result.trials_after} trials in {result.db} "
+                 f"({result.trials_after - result.trials_before} new); best {best}")
 
 
 @app.command("accuracy")

@@ -13,9 +13,10 @@ from novagen.errors import InputError
 from novagen.export import atomic_write
 from novagen.program import programs, transform_cost
 
-TARGETS = ("c",)
+TVM_TARGETS = ("tvm-llvm", "tvm-cuda")
+TARGETS = ("c", *TVM_TARGETS)
 """Targets that `compile` and `bench` run on this machine."""
-GENERATE_TARGETS = ("c", "cuda", "hls", "verilog")
+GENERATE_TARGETS = ("c", "cuda", "hls", "verilog", *TVM_TARGETS)
 """Targets `generate` writes source for."""
 
 
@@ -39,12 +40,19 @@ def parse_layer(text: str | tuple[int, ...] | None) -> tuple[int, int, int, int,
     return vals  # type: ignore[return-value]
 
 
-def compile(alg: Algorithm, target: str = "c", layer: Any = None, padding: Any = 1, **options: Any) -> Kernel:
+def compile(alg: Algorithm, target: str = "c", layer: Any = None, padding: Any = 1, **options: Any) -> Any:
     """A fused conv2d kernel for `alg` (fp32, NCHW): `kernel(x, w, bias=None)` returns y.
 
     options: relu (bool), threads (default: all cores), tile_block (tiles per block, 0 = automatic).
+    target "tvm-llvm" gives a `novagen.tvm.Conv2d` for one layer (options: dtype, layout, weights).
     """
     _target(target)
+    if target == "tvm-llvm":
+        from novagen.tvm import Conv2d
+
+        return Conv2d(alg, parse_layer(layer), padding=padding, **options)
+    if target == "tvm-cuda":
+        raise InputError("compile runs kernels here: use target tvm-llvm, or generate for tvm-cuda")
     return Kernel(alg, padding=padding, layer=parse_layer(layer), **options)
 
 
@@ -81,14 +89,25 @@ def _readme(alg: Algorithm, name: str, layer: tuple[int, ...] | None, padding: A
 
 def generate(alg: Algorithm, out_dir: str | Path, target: str = "c", layer: Any = None,
              padding: Any = 1, dtype: str | None = None, bits: str | int | None = None,
-             arch: str | None = None) -> list[Path]:
+             arch: str | None = None, **options: Any) -> list[Path]:
     """Write a target's source and build files into `out_dir`.
 
     c: .c, .h, Makefile, build.sh, README (fp32). cuda: .cu, Makefile, build.sh, README (`dtype` fp16 or
     fp32 for x and y, `arch` such as sm_90). hls: HLS C++ dataflow design, testbench, Tcl, data
     (`bits`: "auto" or the input word width). verilog: transform RTL and testbench (`bits`: input width).
+    tvm-llvm, tvm-cuda: TVMScript, the built module and a README (options: layout, tuned; `dtype`).
     """
     _target(target, GENERATE_TARGETS)
+    if target in TVM_TARGETS:
+        from novagen.tvm import generate as tvm_generate
+
+        if bits is not None or arch is not None:
+            raise InputError(f"--bits and --arch are not options of --target {target}")
+        if dtype is not None:
+            options["dtype"] = dtype
+        return tvm_generate(alg, out_dir, target, layer, padding, **options)
+    if options:
+        raise InputError(f"target {target} takes no option {', '.join(sorted(options))}")
     shape = parse_layer(layer)
     if target != "cuda" and (dtype not in (None, "fp32") or arch is not None):
         raise InputError(f"--dtype and --arch are options of --target cuda (the {target} target is "
