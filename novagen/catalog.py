@@ -110,7 +110,7 @@ def _entries() -> dict[str, Entry]:
 
 
 def _family_rank(family: str) -> tuple[int, str]:
-    order = [*FAMILIES, "kappa", "best", "best-dyadic"]
+    order = [*FAMILIES, "kappa", "transforms", "best", "best-dyadic"]
     return (order.index(family) if family in order else len(order), family)
 
 
