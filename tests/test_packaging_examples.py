@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import novagen
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,6 +31,8 @@ def test_non_editable_wheel_carries_the_catalog(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "novagen/_data/verify/f6_3-nova.json" in names
     assert "novagen/_data/templates/c/winograd_conv2d.c.j2" in names
+    assert "novagen/_data/search/f8_3-kappa.toml" in names
+    assert any(n.startswith("novagen/_data/templates/cuda/") for n in names)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -40,7 +44,12 @@ def test_non_editable_wheel_carries_the_catalog(tmp_path):
     assert where[0].startswith(str(venv)) and where[1].startswith(str(venv))
     out = subprocess.run([str(venv / "bin" / "novagen"), "catalog", "F(8,3)", "--json"], capture_output=True,
                          text=True, cwd=tmp_path, env=env, check=True).stdout
-    assert [r["name"] for r in json.loads(out)] == ["F(8,3)/integer", "F(8,3)/classic", "F(8,3)/nova"]
+    shipped = [e.name for e in novagen.catalog_entries("F(8,3)")]  # the source tree's verify/
+    assert [r["name"] for r in json.loads(out)] == shipped and "F(8,3)/best" in shipped
+    camp = subprocess.run([str(py), "-c", "from novagen.search import load_campaign as L; "
+                           "print(L('f8_3-best.toml').path)"], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, check=True).stdout
+    assert camp.strip().startswith(str(venv)), "the campaigns ship inside the wheel"
     gen = subprocess.run([str(venv / "bin" / "novagen"), "generate", "F(4,3)/nova", "-o", str(tmp_path / "gen"),
                           "--json"], capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout
     assert any(f.endswith(".c") for f in json.loads(gen)["files"])
