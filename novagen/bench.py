@@ -29,7 +29,16 @@ VGG16 = (
     ("conv4_1", 256, 28, 512), ("conv4_2", 512, 28, 512), ("conv4_3", 512, 28, 512),
     ("conv5_1", 512, 14, 512), ("conv5_2", 512, 14, 512), ("conv5_3", 512, 14, 512),
 )
-NETWORKS = {"vgg16": VGG16}
+# ResNet-18 at 224×224: the 3×3 stride-1 convs (torchvision names); the stride-2 first conv of layer2–4
+# and the 7×7 stem are left out.
+RESNET18 = (
+    ("layer1.0.conv1", 64, 56, 64), ("layer1.0.conv2", 64, 56, 64),
+    ("layer1.1.conv1", 64, 56, 64), ("layer1.1.conv2", 64, 56, 64),
+    ("layer2.0.conv2", 128, 28, 128), ("layer2.1.conv1", 128, 28, 128), ("layer2.1.conv2", 128, 28, 128),
+    ("layer3.0.conv2", 256, 14, 256), ("layer3.1.conv1", 256, 14, 256), ("layer3.1.conv2", 256, 14, 256),
+    ("layer4.0.conv2", 512, 7, 512), ("layer4.1.conv1", 512, 7, 512), ("layer4.1.conv2", 512, 7, 512),
+)
+NETWORKS = {"vgg16": VGG16, "resnet18": RESNET18}
 DEFAULT_ALGORITHMS = ("F(2,3)/classic", "F(4,3)/nova", "F(6,3)/nova")
 
 

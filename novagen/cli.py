@@ -539,7 +539,7 @@ def hardware_cmd(
 @app.command()
 def bench(
     target: str = typer.Option("c", "--target", "-t", help="code generation target: c or tvm-llvm"),
-    network: str | None = typer.Option(None, "--network", help="a network's 3x3 conv layers: vgg16"),
+    network: str | None = typer.Option(None, "--network", help="a network's 3x3 conv layers: vgg16 or resnet18"),
     batch: int = typer.Option(1, "--batch", help="batch size for --network"),
     layer: str | None = typer.Option(None, "--layer", help="one layer N,C,H,W,K (3x3, padding 1)"),
     algorithms: list[str] | None = typer.Option(
@@ -633,7 +633,8 @@ def _bench_tvm(layers: list[Any], algs: list[Any], repeats: int, threads: int | 
                       f"{r['baseline_ms']:.2f}", ratio if r["ratio"] >= 1 else f"[red]{ratio}[/red]",
                       f"{r['ours_gflops']:.0f}", f"{r['baseline_gflops']:.0f}")
     out.print(table)
-    out.print(f"geomean ratio {result['geomean_ratio']:.2f}x")
+    count = sum(len(r["layers"]) for r in result["layers"])
+    out.print(f"geomean ratio {result['geomean_ratio']:.2f}x over {count} layers")
 
 
 @app.command("tune")

@@ -587,6 +587,27 @@ def _records(db: Any, mod: Any) -> list[Any]:
     return list(db.get_top_k(db.commit_workload(mod), 1 << 30))
 
 
+def _in_process_builder() -> Any:
+    """A MetaSchedule builder that compiles and exports in this process (default_build/default_export)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            results = []
+            for inp in build_inputs:
+                try:
+                    results.append(ms.builder.BuilderResult(default_export(default_build(inp.mod, inp.target, None)),
+                                                            None))
+                except Exception as exc:  # a candidate that fails to build is recorded as an error
+                    results.append(ms.builder.BuilderResult(None, f"in-process build: {exc}"))
+            return results
+
+    return InProcessBuilder()
+
+
 def _open_db(path: str | os.PathLike[str]) -> Any:
     from tvm.s_tir import meta_schedule as ms
 
@@ -596,25 +617,34 @@ def _open_db(path: str | os.PathLike[str]) -> Any:
 
 def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trials: int = 64,
          padding: int | Sequence[int] = 1, dtype: str = "float32", layout: str = "NCHW", target: Any = "llvm",
-         trials_per_iter: int = 16, runner: Any = None, seed: int = 0, build_timeout: float = 300.0) -> TuneResult:
+         trials_per_iter: int = 16, runner: Any = None, seed: int = 0, build_timeout: float = 300.0,
+         builder: Any = None) -> TuneResult:
     """Tune the Winograd conv2d with MetaSchedule, recording into the JSON database folder `db`.
 
     Resumable: trials already in `db` for this workload count toward `trials`, and the search starts from
     them; when there are enough, nothing runs.  The builder uses one worker with a long timeout and an
     initializer that imports the tensor intrinsics once.  `runner` defaults to a LocalRunner; pass an
-    `rpc_runner(...)` to measure on a remote device.
+    `rpc_runner(...)` to measure on a remote device.  `builder="in-process"` compiles the candidates in
+    this process (no build timeout): each LocalBuilder batch starts a fresh worker that imports TVM,
+    which is most of the time of a short tuning run on a small machine.
     """
     from tvm.s_tir import meta_schedule as ms
 
     if trials < 1:
         raise TVMError(f"trials {trials} must be at least 1")
+    if isinstance(builder, str) and builder != "in-process":
+        raise TVMError(f"builder {builder!r} is not known: use None, 'in-process' or a MetaSchedule Builder")
     mod, spec = _tune_mod(alg, layer, padding, dtype, layout)
     tgt = resolve_target(target)
     database = _open_db(db)
     before = len(_records(database, mod))
     todo = trials - before
     if todo > 0:
-        builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=build_timeout, initializer=_import_tensor_intrin)
+        if builder is None:
+            builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=build_timeout,
+                                              initializer=_import_tensor_intrin)
+        elif builder == "in-process":
+            builder = _in_process_builder()
         run = runner or ms.runner.LocalRunner(timeout_sec=60, initializer=_import_tensor_intrin)
         import tempfile
 

@@ -201,6 +201,26 @@ def test_cli_bad_input(capsys):
     assert code == 2 and "target" in err
 
 
+def test_network_layers_resnet18():
+    from novagen.bench import network_layers
+
+    layers = network_layers("resnet18", batch=2)
+    assert [lay.shape for lay in layers] == [(2, 64, 56, 56, 64), (2, 128, 28, 28, 128), (2, 256, 14, 14, 256),
+                                             (2, 512, 7, 7, 512)]
+    assert [len(lay.names) for lay in layers] == [4, 3, 3, 3]
+    assert layers[1].names == ("layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2")
+    assert all(lay.padding == 1 for lay in layers)
+    assert sum(len(lay.names) for lay in network_layers("vgg16")) == 13
+
+
+@pytest.mark.parametrize("target", ["c", "tvm-llvm"])
+def test_cli_bench_unknown_network(capsys, target):
+    code, out, err = cli(capsys, "bench", "--target", target, "--network", "resnet7")
+    assert code == 2 and not out
+    assert "resnet7" in err and "vgg16" in err and "resnet18" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 @pytest.mark.parametrize("name,pad", [("F(6,3)/nova", 1), ("F(4,5)", 0)])
 def test_nhwc_layout(name, pad):
     alg = alg_of(name)

@@ -273,13 +273,18 @@ def test_cli_bad_input(argv: list[str], match: str, tmp_path: Any, capsys: Any) 
     assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_tune_bad_builder(tmp_path: Any) -> None:
+    with pytest.raises(InputError, match="builder 'remote' is not known"):
+        nt.tune("F(2,3)/classic", (1, 8, 8, 8, 8), tmp_path / "db", trials=1, builder="remote")
+
+
 @pytest.mark.slow
 def test_tune_resume_and_load(tmp_path: Any) -> None:
     """A few MetaSchedule trials into a JSON database; a second call runs nothing; the tuned module loads
     from the database and is correct."""
     db = tmp_path / "db"
     layer = (1, 8, 8, 8, 8)
-    first = nt.tune("F(2,3)/classic", layer, db, trials=2, trials_per_iter=2)
+    first = nt.tune("F(2,3)/classic", layer, db, trials=2, trials_per_iter=2, builder="in-process")
     assert first.trials_before == 0 and first.trials_after >= 1 and first.best_ms is not None
     again = nt.tune("F(2,3)/classic", layer, db, trials=first.trials_after)
     assert again.trials_before == again.trials_after == first.trials_after
