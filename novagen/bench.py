@@ -94,6 +94,18 @@ def _time(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
+def geomean_ratio(rows: Sequence[dict[str, Any]]) -> float:
+    """Geometric mean of the per-row ratios, each row counting once per network layer it stands for."""
+    weights = [len(r["layers"]) for r in rows]
+    return math.exp(sum(wi * math.log(r["ratio"]) for wi, r in zip(weights, rows)) / sum(weights))
+
+
+def timing(repeats: int) -> dict[str, Any]:
+    """How every benchmark here times: the `timing` object of its JSON."""
+    return {"repeats": repeats, "statistic": "median", "warmup": "excluded", "order": "alternating",
+            "weights": "transformed once before timing"}
+
+
 def sgemm_gflops(threads: int, sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> float:
     """The best sgemm rate the machine's libraries reach at `threads`: torch.mm (MKL) and numpy's BLAS
     (OpenBLAS), best of repeats over square sizes. MKL takes a slow path on AMD CPUs, so one library alone
@@ -196,16 +208,14 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, re
         rows.append(row)
         if progress:
             progress(f"{','.join(layer.names)}: {row['ratio']:.2f}x ({row['algorithm']})")
-    weights = [len(r["layers"]) for r in rows]
-    geo = math.exp(sum(wi * math.log(r["ratio"]) for wi, r in zip(weights, rows)) / sum(weights))
+    geo = geomean_ratio(rows)
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result: dict[str, Any] = {
         "machine": {**info, "threads": threads, "load_1min_end": load_end},
         "baseline": {"name": "torch.nn.functional.conv2d", "version": torch.__version__,
                      "memory_format": "channels_last" if layout.upper() == "NHWC" else "contiguous",
                      "backend": "oneDNN (mkldnn)" if torch.backends.mkldnn.is_available() else "native"},
-        "timing": {"repeats": repeats, "statistic": "median", "warmup": "excluded", "order": "alternating",
-                   "weights": "transformed once before timing"},
+        "timing": timing(repeats),
         "layers": rows,
         "geomean_ratio": geo,
         "geomean_weighting": "every network layer counts once (layers sharing a shape are timed once)",

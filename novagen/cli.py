@@ -602,7 +602,7 @@ def bench(
                       f"{r['gemm_fraction_of_sgemm']:.0%}", f"{r['gemm_fraction_of_ukernel_peak']:.0%}")
     out.print(table)
     out.print(f"geomean ratio {result['geomean_ratio']:.2f}x over {sum(len(r['layers']) for r in result['layers'])} "
-              f"layers; sgemm (torch.mm 2048²) {m['sgemm_gflops']:.0f} GFLOP/s, "
+              f"layers; best sgemm (MKL, OpenBLAS) {m['sgemm_gflops']:.0f} GFLOP/s, "
               f"micro-kernel in cache {m['ukernel_peak_gflops']:.0f} GFLOP/s")
 
 

@@ -551,8 +551,8 @@ def search(
     keeps fp16 taps away from underflow (the measured-error objectives score it).
     """
     start = time.monotonic()
-    spec, obj, space = _setup(spec, objective, max_denominator, symmetric, dyadic, infinity, max_abs, restarts,
-                              max_evaluations, workers, top, budget_seconds)
+    spec, obj, space, settings = _setup(spec, objective, max_denominator, symmetric, dyadic, infinity, max_abs,
+                                        restarts, max_evaluations, workers, top, budget_seconds)
     deadline = start + budget_seconds if budget_seconds else math.inf
     report = on_progress or (lambda event: None)
     continuous, history, evaluations = _continuous(space, obj, seed, restarts, max_evaluations, deadline,
@@ -568,17 +568,15 @@ def search(
     candidates = [Candidate(alg, scored[q], obj.values(space.point_set(q)), True) for q, alg in verified]
     if not candidates:
         raise InputError(f"no verified candidate for {spec} under these constraints; widen --max-denominator")
-    settings = {"max_denominator": max_denominator, "symmetric": symmetric, "dyadic": dyadic,
-                "infinity": infinity, "max_abs": max_abs, "restarts": restarts,
-                "max_evaluations": max_evaluations, "workers": workers, "balanced": balanced}
-    return SearchResult(spec, obj.name, seed, settings, candidates, continuous, history, evaluations, dropped,
-                        time.monotonic() - start, truncated=time.monotonic() > deadline)
+    return SearchResult(spec, obj.name, seed, {**settings, "balanced": balanced}, candidates, continuous, history,
+                        evaluations, dropped, time.monotonic() - start, truncated=time.monotonic() > deadline)
 
 
 def _setup(spec: str | Spec, objective: str, max_denominator: int, symmetric: bool, dyadic: bool,
            infinity: bool, max_abs: float, restarts: int, max_evaluations: int, workers: int, top: int,
-           budget_seconds: float | None) -> tuple[Spec, Weighted, Space]:
-    """Checked inputs of a search: the spec, the objective and the space (InputError on bad values)."""
+           budget_seconds: float | None) -> tuple[Spec, Weighted, Space, dict[str, Any]]:
+    """Checked inputs of a search: the spec, the objective, the space and the settings a result records
+    (InputError on bad values)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if spec.ndim != 1:
         raise SpecError(f"search works on one axis: search F({spec.m[0]},{spec.r[0]}) and nest it for {spec}")
@@ -593,7 +591,10 @@ def _setup(spec: str | Spec, objective: str, max_denominator: int, symmetric: bo
         raise InputError(f"--max-abs must be positive, got {max_abs}")
     space = Space(spec, symmetric, infinity, float(max_abs))
     feasibility(space, max_denominator, dyadic)
-    return spec, obj, space
+    settings = {"max_denominator": max_denominator, "symmetric": symmetric, "dyadic": dyadic,
+                "infinity": infinity, "max_abs": max_abs, "restarts": restarts,
+                "max_evaluations": max_evaluations, "workers": workers}
+    return spec, obj, space, settings
 
 
 def _enumeration(obj: Weighted) -> int:
@@ -742,8 +743,8 @@ def pareto(
     entries of `references` (families such as classic and nova) are scored the same way for comparison.
     """
     start = time.monotonic()
-    spec, obj_a, space = _setup(spec, objective, max_denominator, symmetric, dyadic, infinity, max_abs,
-                                restarts, max_evaluations, workers, 1, budget_seconds)
+    spec, obj_a, space, settings = _setup(spec, objective, max_denominator, symmetric, dyadic, infinity, max_abs,
+                                          restarts, max_evaluations, workers, 1, budget_seconds)
     obj_b = parse_objective(against)
     if len(obj_a.terms) != 1 or len(obj_b.terms) != 1:
         raise InputError("--pareto compares two single objectives, such as --objective fp16 --pareto cost")
@@ -782,9 +783,7 @@ def pareto(
         ps = PointSet(spec.m[0], spec.r[0], np.array([float(p) for p in finite_pts]),
                       len(finite_pts) < spec.alpha[0], tuple(finite_pts))
         refs.append(FrontPoint(alg, (a.fn(ps), b.fn(ps)), True, family))
-    settings = {"max_denominator": max_denominator, "symmetric": symmetric, "dyadic": dyadic,
-                "infinity": infinity, "max_abs": max_abs, "restarts": restarts,
-                "max_evaluations": max_evaluations, "workers": workers, "weights": list(weights), "keep": keep}
+    settings = {**settings, "weights": list(weights), "keep": keep}
     return ParetoResult(spec, (a.name, b.name), seed, settings, front, refs, evaluations, dropped,
                         time.monotonic() - start)
 

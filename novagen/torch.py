@@ -176,6 +176,15 @@ class _Emulated(nn.Module):
         return xq * xs, wq * ws
 
 
+def _copy_parameters(mod: nn.Module, conv: nn.Conv2d) -> nn.Module:
+    """`mod` with `conv`'s weight and bias copied in (the from_conv constructors)."""
+    with torch.no_grad():
+        mod.weight.copy_(conv.weight)
+        if conv.bias is not None and mod.bias is not None:
+            mod.bias.copy_(conv.bias)
+    return mod
+
+
 class WinogradConv2d(_Emulated):
     """Drop-in for a 3×3 stride-1 `nn.Conv2d` (groups 1, zero padding) computed by a Winograd algorithm
     under a precision policy ("fp32" by default)."""
@@ -199,11 +208,7 @@ class WinogradConv2d(_Emulated):
         if reason:
             raise InputError(f"cannot compute this Conv2d with Winograd: {reason}")
         mod = cls(conv.in_channels, conv.out_channels, algorithm, precision, conv.padding, conv.bias is not None)
-        with torch.no_grad():
-            mod.weight.copy_(conv.weight)
-            if conv.bias is not None and mod.bias is not None:
-                mod.bias.copy_(conv.bias)
-        return mod
+        return _copy_parameters(mod, conv)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, algorithm={self.algorithm_label}, "
@@ -269,11 +274,7 @@ class DirectConv2d(_Emulated):
             raise InputError(f"padding_mode '{conv.padding_mode}' is not supported: only 'zeros'")
         mod = cls(conv.in_channels, conv.out_channels, conv.kernel_size, precision, conv.stride,  # type: ignore[arg-type]
                   conv.padding, conv.dilation, conv.groups, conv.bias is not None)
-        with torch.no_grad():
-            mod.weight.copy_(conv.weight)
-            if conv.bias is not None and mod.bias is not None:
-                mod.bias.copy_(conv.bias)
-        return mod
+        return _copy_parameters(mod, conv)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

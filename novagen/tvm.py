@@ -853,7 +853,7 @@ def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int 
     warm-up excluded, ours and the baseline alternating within each repeat, medians)."""
     import torch
 
-    from novagen.bench import _median_ms, _time, machine_info
+    from novagen.bench import _median_ms, _time, geomean_ratio, machine_info, timing
 
     tvm = _tvm()
     threads = threads or os.cpu_count() or 1
@@ -898,13 +898,9 @@ def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int 
                      "tuned": bool(tuned)})
         if progress:
             progress(f"{','.join(layer.names)}: {rows[-1]['ratio']:.2f}x ({best})")
-    weights = [len(r["layers"]) for r in rows]
-    geo = float(np.exp(sum(wi * np.log(r["ratio"]) for wi, r in zip(weights, rows)) / sum(weights)))
     return {"machine": {**machine_info(), "threads": threads, "tvm": tvm.__version__, "target": str(host_target())},
             "baseline": {"name": "torch.nn.functional.conv2d", "version": torch.__version__},
-            "timing": {"repeats": repeats, "statistic": "median", "warmup": "excluded", "order": "alternating",
-                       "weights": "transformed once before timing"},
-            "layers": rows, "geomean_ratio": geo}
+            "timing": timing(repeats), "layers": rows, "geomean_ratio": geomean_ratio(rows)}
 
 
 __all__ = [
