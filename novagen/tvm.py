@@ -56,6 +56,7 @@ class Conv2dSpec:
     layout: str
     weights: str
     p_block: int
+    k_block: int = 16
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -93,7 +94,7 @@ class Conv2dSpec:
     def weight_shape(self) -> tuple[int, ...]:
         _, c, _, _, k = self.layer
         a, r = self.alg.alpha, self.alg.r
-        return (a, a, c, k) if self.weights == "precomputed" else (k, c, r, r)
+        return (a, a, k // self.k_block, c, self.k_block) if self.weights == "precomputed" else (k, c, r, r)
 
     @property
     def name(self) -> str:
@@ -118,8 +119,13 @@ def _check_alg(alg: Any) -> Algorithm:
 
 
 def make_spec(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
-              layout: str = "NCHW", weights: str = "precomputed", p_block: int | None = None) -> Conv2dSpec:
-    """Validate the arguments of a Winograd conv2d and gather them (raises TVMError naming the bad value)."""
+              layout: str = "NCHW", weights: str = "precomputed", p_block: int | None = None,
+              k_block: int | None = None) -> Conv2dSpec:
+    """Validate the arguments of a Winograd conv2d and gather them (raises TVMError naming the bad value).
+
+    p_block: tiles per GEMM register block (the tile count is padded to a multiple); k_block: filters per
+    packed block of the transformed weights, the GEMM's vector width (a divisor of K; default 16 or less).
+    """
     from novagen.codegen import parse_layer
 
     alg = _check_alg(alg)
@@ -144,10 +150,13 @@ def make_spec(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int]
     if min(spec.out_hw) < 1:
         raise TVMError(f"layer {shape} with padding {pads} is smaller than the {alg.r}x{alg.r} kernel")
     if p_block is None:
-        p_block = min(6, spec.tiles)
+        p_block = min(4, spec.tiles)
     if p_block < 1:
         raise TVMError(f"p_block {p_block} must be at least 1")
-    return Conv2dSpec(alg, shape, pads, dtype, str(layout).upper(), weights, int(p_block))
+    k_block = _vector(shape[4], 16) if k_block is None else k_block
+    if k_block < 1 or shape[4] % k_block:
+        raise TVMError(f"k_block {k_block} must divide the {shape[4]} filters")
+    return Conv2dSpec(alg, shape, pads, dtype, str(layout).upper(), weights, int(p_block), int(k_block))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,39 +181,46 @@ def _transform(matrix: Any, xs: list[Any], index: Any) -> Any:
 
 
 def conv2d_compute(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
-                   layout: str = "NCHW", weights: str = "precomputed",
-                   p_block: int | None = None) -> tuple[list[Any], Conv2dSpec]:
+                   layout: str = "NCHW", weights: str = "precomputed", p_block: int | None = None,
+                   k_block: int | None = None) -> tuple[list[Any], Conv2dSpec]:
     """TE tensors [x, w_or_U, y] of a Winograd conv2d (correlation, like torch conv2d), and the spec.
 
-    weights "precomputed": the second argument is U (alpha, alpha, C, K), from `transform_weights`;
-    "graph": it is w (K, C, r, r) and the filter transform is part of the function.  fp16 stores
-    x, U, V and y in float16 and computes every transform and the GEMM in float32.
+    weights "precomputed": the second argument is U (alpha, alpha, K/k_block, C, k_block), from
+    `transform_weights` (packed so the GEMM streams each block of filters contiguously); "graph": it is
+    w (K, C, r, r) and the filter transform is part of the function.  fp16 stores x, U, V and y in float16
+    and computes every transform and the GEMM in float32.
     """
     tvm = _tvm()
     from tvm import te
 
-    spec = make_spec(alg, layer, padding, dtype, layout, weights, p_block)
+    spec = make_spec(alg, layer, padding, dtype, layout, weights, p_block, k_block)
     alg = spec.alg
     n, c, h, w, k = spec.layer
     a, m, r = alg.alpha, alg.m, alg.r
+    kb = spec.k_block
     pt, pl = spec.padding
     nh, nw = spec.tiles_hw
     tiles, pp = spec.tiles, spec.tiles_padded
     f32 = "float32"
     nchw = spec.layout == "NCHW"
+    tirx = tvm.tirx
 
     x = te.placeholder(spec.input_shape, dtype, name="x")
     wt = te.placeholder(spec.weight_shape, dtype, name="U" if weights == "precomputed" else "w")
 
-    def load(p: Any, ci: Any, hh: Any, ww: Any) -> Any:
-        b = p // (nh * nw)
-        th = (p // nw) % nh
-        tw = p % nw
-        ih = th * m + hh - pt
-        iw = tw * m + ww - pl
-        cond = tvm.tirx.all(p < tiles, ih >= 0, ih < h, iw >= 0, iw < w)
+    # the input zero-padded to whole tiles, channels last: tile loads become unconditional and contiguous
+    hp, wp = nh * m + a - m, nw * m + a - m
+
+    def padded(b: Any, i: Any, j: Any, ci: Any) -> Any:
+        ih, iw = i - pt, j - pl
         val = x[b, ci, ih, iw] if nchw else x[b, ih, iw, ci]
-        return tvm.tirx.if_then_else(cond, val.astype(f32), tvm.tirx.const(0.0, f32))
+        return tirx.if_then_else(tirx.all(ih >= 0, ih < h, iw >= 0, iw < w), val.astype(f32), tirx.const(0.0, f32))
+
+    xp = te.compute((n, hp, wp, c), padded, name="xp")
+
+    def load(p: Any, ci: Any, hh: Any, ww: Any) -> Any:
+        p = tirx.min(p, tiles - 1)  # the tiles that pad the count to p_block repeat the last one
+        return xp[p // (nh * nw), (p // nw) % nh * m + hh, p % nw * m + ww, ci]
 
     # input transform, columns then rows: V[eps, nu, p, c] = (BT d B)[eps, nu]
     d = te.compute((a, a, pp, c), lambda hh, ww, p, ci: load(p, ci, hh, ww), name="d")
@@ -214,22 +230,21 @@ def conv2d_compute(alg: Any, layer: Sequence[int] | str, padding: int | Sequence
                    lambda eps, nu, p, ci: _transform(alg.BT, [t1[eps, j, p, ci] for j in range(a)], nu).astype(dtype),
                    name="V")
     if weights == "graph":
-        # filter transform: U[eps, nu, c, k] = (G g Gt)[eps, nu]
+        # filter transform: U[eps, nu, k / kb, c, k % kb] = (G g Gt)[eps, nu]
         g1 = te.compute((a, r, c, k), lambda eps, s, ci, ko: _transform(
             alg.G, [wt[ko, ci, t, s].astype(f32) for t in range(r)], eps), name="Gg")
-        u = te.compute((a, a, c, k), lambda eps, nu, ci, ko: _transform(
-            alg.G, [g1[eps, s, ci, ko] for s in range(r)], nu).astype(dtype), name="U_graph")
+        u = te.compute((a, a, k // kb, c, kb), lambda eps, nu, kk, ci, ki: _transform(
+            alg.G, [g1[eps, s, ci, kk * kb + ki] for s in range(r)], nu).astype(dtype), name="U_graph")
     else:
         u = wt
     rc = te.reduce_axis((0, c), name="rc")
     mm = te.compute((a, a, pp, k), lambda eps, nu, p, ko: te.sum(
-        v[eps, nu, p, rc].astype(f32) * u[eps, nu, rc, ko].astype(f32), axis=rc), name="M")
+        v[eps, nu, p, rc].astype(f32) * u[eps, nu, ko // kb, rc, ko % kb].astype(f32), axis=rc), name="M")
     # output transform, columns then rows: Y[p, i, j, k] = (AT M A)[i, j]
     o1 = te.compute((m, a, pp, k), lambda i, nu, p, ko: _transform(alg.AT, [mm[e, nu, p, ko] for e in range(a)], i),
                     name="ATm")
     yt = te.compute((pp, m, m, k), lambda p, i, j, ko: _transform(alg.AT, [o1[i, q, p, ko] for q in range(a)], j),
                     name="Y")
-    oh, ow = spec.out_hw
 
     def gather(b: Any, ko: Any, yy: Any, xx: Any) -> Any:
         p = b * (nh * nw) + (yy // m) * nw + xx // m
@@ -255,9 +270,10 @@ def _choices(size: int, options: Sequence[int]) -> list[int]:
 
 
 def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
-    """The default CPU schedule (x86 AVX2 and the like): transforms vectorized over channels with the
-    tile in registers, a register-blocked GEMM per Winograd point (p_block tiles × 16 filters),
-    parallel over tiles and points.  Returns the scheduled PrimFunc."""
+    """The default CPU schedule (x86 AVX2 and the like): a zero-padded channels-last copy of the input,
+    transforms vectorized over channels with the tile in registers (rows, then columns), and a
+    register-blocked GEMM per Winograd point (p_block tiles × k_block filters, streaming the packed
+    weights), parallel over tiles and points.  Returns the scheduled PrimFunc."""
     tvm = _tvm()
     sch = tvm.s_tir.Schedule(func)
     _apply_llvm(sch, spec, lambda options, default: default)
@@ -265,8 +281,9 @@ def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
 
 
 def _sampled_llvm(spec: Conv2dSpec) -> Any:
-    """The llvm schedule as a MetaSchedule design space: vector widths and the GEMM register block are
-    sampled (categorical over the sizes that divide), everything else as in `schedule_llvm`."""
+    """The llvm schedule as a MetaSchedule design space: the transforms' channel vector, the GEMM's tile
+    block and its outer loop order are sampled (categorical over the sizes that divide), everything else
+    as in `schedule_llvm` (k_block is fixed by the packed weight layout)."""
 
     def space(sch: Any) -> Any:
         def pick(options: list[int], default: int) -> Any:
@@ -284,9 +301,18 @@ def _sampled_llvm(spec: Conv2dSpec) -> Any:
 def _apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
     _, c, _, _, k = spec.layer
     cv = pick(_choices(c, (4, 8, 16)), _vector(c, 8))
-    kv = pick(_choices(k, (8, 16, 32)), _vector(k, 16))
-    pb = pick(_choices(spec.tiles_padded, (2, 3, 4, 6, 8)), spec.p_block)
+    kb = spec.k_block
+    pb = pick(_choices(spec.tiles_padded, (1, 2, 3, 4, 6, 8)), spec.p_block)
+    k_outer = pick([0, 1], 0)
     m = spec.alg.m
+
+    # zero-padded channels-last copy of the input, a row of the image per task
+    xp = sch.get_sblock("xp")
+    b, i, j, ci = sch.get_loops(xp)
+    co, cin = sch.split(ci, [None, _vector(c, 8)])
+    sch.reorder(b, i, co, j, cin)
+    sch.parallel(sch.fuse(b, i))
+    sch.vectorize(cin)
 
     # input transform
     sch.compute_inline("d")
@@ -310,31 +336,35 @@ def _apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
     # filter transform in the graph: a plain parallel loop nest
     if spec.weights == "graph":
         ug = sch.get_sblock("U_graph")
-        e2, n2, c2, k2 = sch.get_loops(ug)
-        ko2, ki2 = sch.split(k2, [None, kv])
-        sch.reorder(c2, ko2, e2, n2, ki2)
+        e2, n2, kk2, c2, ki2 = sch.get_loops(ug)
+        sch.reorder(c2, kk2, e2, n2, ki2)
         sch.parallel(c2)
         sch.unroll(e2)
         sch.unroll(n2)
         sch.vectorize(ki2)
         g1 = sch.get_sblock("Gg")
-        sch.compute_at(g1, ko2)
+        sch.compute_at(g1, kk2)
         sch.set_scope(g1, 0, "local")
         ge, gs, gk = sch.get_loops(g1)[-3:]
         sch.unroll(ge)
         sch.unroll(gs)
         sch.vectorize(gk)
 
-    # batched GEMM: M[eps, nu, p, k] = sum_c V[eps, nu, p, c] U[eps, nu, c, k]
+    # batched GEMM: M[eps, nu, p, k] = sum_c V[eps, nu, p, c] U[eps, nu, c, k], a (pb tiles x kb filters)
+    # register block; the outer loop runs over tile blocks or filter blocks (k_outer)
     mb = sch.get_sblock("M")
     eps, nu, p, ko, rc = sch.get_loops(mb)
     po, pi = sch.split(p, [None, pb])
-    kk, ki = sch.split(ko, [None, kv])
-    sch.reorder(eps, nu, po, kk, rc, pi, ki)
-    outer = sch.fuse(eps, nu, po)
+    kk, ki = sch.split(ko, [None, kb])
+    if k_outer:
+        sch.reorder(eps, nu, kk, po, rc, pi, ki)
+        outer, inner = sch.fuse(eps, nu, kk), po
+    else:
+        sch.reorder(eps, nu, po, kk, rc, pi, ki)
+        outer, inner = sch.fuse(eps, nu, po), kk
     sch.parallel(outer)
     acc = sch.cache_write(mb, 0, "local")
-    sch.reverse_compute_at(acc, kk)
+    sch.reverse_compute_at(acc, inner)
     sch.unroll(pi)
     sch.vectorize(ki)
     sch.decompose_reduction(mb, rc)
@@ -362,7 +392,7 @@ def _apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
     sch.compute_at(o1, kfo)
     sch.set_scope(o1, 0, "local")
     for blk in (yt, o1):
-        ls = sch.get_loops(blk)[-4:]
+        ls = sch.get_loops(blk)[2:]  # below (tile, filter vector): the loops of the block itself
         for lp in ls[:-1]:
             sch.unroll(lp)
         sch.vectorize(ls[-1])
@@ -370,10 +400,10 @@ def _apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
 
 def conv2d_primfunc(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
                     layout: str = "NCHW", weights: str = "precomputed", schedule: str | None = "llvm",
-                    p_block: int | None = None) -> tuple[Any, Conv2dSpec]:
+                    p_block: int | None = None, k_block: int | None = None) -> tuple[Any, Conv2dSpec]:
     """The PrimFunc (scheduled for `schedule` = "llvm", or None for the plain compute) and its spec."""
     tvm = _tvm()
-    tensors, spec = conv2d_compute(alg, layer, padding, dtype, layout, weights, p_block)
+    tensors, spec = conv2d_compute(alg, layer, padding, dtype, layout, weights, p_block, k_block)
     func = tvm.te.create_prim_func(tensors)
     if schedule == "llvm":
         func = schedule_llvm(func, spec)
@@ -385,25 +415,31 @@ def conv2d_primfunc(alg: Any, layer: Sequence[int] | str, padding: int | Sequenc
 
 def conv2d_module(alg: Any, layer: Sequence[int] | str = (1, 64, 56, 56, 64), padding: int | Sequence[int] = 1,
                   dtype: str = "float32", layout: str = "NCHW", weights: str = "precomputed",
-                  schedule: str | None = "llvm", p_block: int | None = None) -> Any:
+                  schedule: str | None = "llvm", p_block: int | None = None, k_block: int | None = None) -> Any:
     """An IRModule with one PrimFunc "main" computing the Winograd conv2d of `alg` for one layer shape.
 
     Arguments of main: x (NCHW or NHWC), U (alpha, alpha, C, K) for precomputed weights or w (K, C, r, r)
     for weights in the graph, and the output y.  `schedule` "llvm" applies the default CPU schedule.
     """
     tvm = _tvm()
-    func, _ = conv2d_primfunc(alg, layer, padding, dtype, layout, weights, schedule, p_block)
+    func, _ = conv2d_primfunc(alg, layer, padding, dtype, layout, weights, schedule, p_block, k_block)
     return tvm.IRModule({"main": func})
 
 
-def transform_weights(alg: Any, w: np.ndarray, dtype: str = "float32") -> np.ndarray:
-    """U[eps, nu, c, k] = (G g Gᵀ)[eps, nu] for w (K, C, r, r), in float64 from the exact G, then cast."""
+def transform_weights(alg: Any, w: np.ndarray, dtype: str = "float32", k_block: int | None = None) -> np.ndarray:
+    """U[eps, nu, k // kb, c, k % kb] = (G g Gᵀ)[eps, nu] for w (K, C, r, r), in float64 from the exact G,
+    then cast; kb = k_block (the spec's default when None)."""
     alg = _check_alg(alg)
     w = np.asarray(w, dtype=np.float64)
     if w.ndim != 4 or w.shape[2:] != (alg.r, alg.r):
         raise TVMError(f"weights must be (K, C, {alg.r}, {alg.r}) for {alg.label}, got {w.shape}")
+    kn, cn = w.shape[:2]
+    kb = _vector(kn, 16) if k_block is None else k_block
+    if kb < 1 or kn % kb:
+        raise TVMError(f"k_block {kb} must divide the {kn} filters")
     g = alg.matrices("float64")[1]
     u = np.einsum("et,kcts,ns->enck", g, w, g)
+    u = u.reshape(alg.alpha, alg.alpha, cn, kn // kb, kb).transpose(0, 1, 3, 2, 4)
     return np.ascontiguousarray(u.astype(dtype))
 
 
@@ -537,7 +573,7 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "F(4,3)/nova", params: dict[str, A
                 self.funcs[spec.name] = self.builder_.add_func(func, spec.name)
             gv = self.funcs[spec.name]
             if constant:
-                u = transform_weights(alg, wexpr.value.numpy(), dtype)
+                u = transform_weights(alg, wexpr.value.numpy(), dtype, spec.k_block)
                 wexpr = relax.const(u, dtype)
             rewritten.append({"shape": [n, c, h, w, k], "function": spec.name, "weights": mode,
                               "padding": [pt, pl], "layout": layout})
@@ -721,11 +757,16 @@ class Conv2d:
 
     def __init__(self, alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1,
                  dtype: str = "float32", layout: str = "NCHW", weights: str = "precomputed",
-                 target: Any = "llvm", mod: Any = None) -> None:
+                 target: Any = "llvm", mod: Any = None, p_block: int | None = None,
+                 k_block: int | None = None) -> None:
         tvm = _tvm()
+        self.spec = make_spec(alg, layer, padding, dtype, layout, weights, p_block, k_block)
         if mod is None:
-            mod = conv2d_module(alg, layer, padding, dtype, layout, weights)
-        _, self.spec = conv2d_compute(alg, layer, padding, dtype, layout, weights)
+            mod = conv2d_module(alg, layer, padding, dtype, layout, weights, p_block=p_block, k_block=k_block)
+        shapes = [tuple(int(d) for d in p.shape) for p in mod["main"].params]
+        if shapes[1:2] != [self.spec.weight_shape]:
+            raise TVMError(f"the module takes weights {shapes[1:2]} but the spec packs them as "
+                           f"{self.spec.weight_shape}: pass the p_block/k_block the module was built with")
         self.target = resolve_target(target)
         self.lib = tvm.compile(mod, target=self.target)
         self.dev = tvm.cpu() if self.target.kind.name == "llvm" else tvm.cuda()
@@ -739,7 +780,7 @@ class Conv2d:
         s = self.spec
         if tuple(w.shape) != (s.layer[4], s.layer[1], s.alg.r, s.alg.r):
             raise TVMError(f"weights must be {(s.layer[4], s.layer[1], s.alg.r, s.alg.r)}, got {tuple(w.shape)}")
-        u = transform_weights(s.alg, w, s.dtype) if s.weights == "precomputed" else np.asarray(w, s.dtype)
+        u = transform_weights(s.alg, w, s.dtype, s.k_block) if s.weights == "precomputed" else np.asarray(w, s.dtype)
         self._u = tvm.runtime.tensor(u, self.dev)
         self._w = w
 

@@ -94,15 +94,21 @@ def test_transform_weights_matches_exact_g() -> None:
     w = np.random.default_rng(1).standard_normal((4, 3, 3, 3))
     u = nt.transform_weights(alg, w, "float64")
     g = np.array([[float(v) for v in row] for row in alg.G])
-    assert u.shape == (6, 6, 3, 4)
-    np.testing.assert_allclose(u[:, :, 1, 2], g @ w[2, 1] @ g.T, rtol=1e-12)
+    assert u.shape == (6, 6, 1, 3, 4)  # (alpha, alpha, K / k_block, C, k_block)
+    np.testing.assert_allclose(u[:, :, 0, 1, 2], g @ w[2, 1] @ g.T, rtol=1e-12)
+    w8 = np.random.default_rng(2).standard_normal((8, 3, 3, 3))
+    packed = nt.transform_weights(alg, w8, "float64", k_block=4)
+    assert packed.shape == (6, 6, 2, 3, 4)
+    np.testing.assert_allclose(packed[:, :, 1, 2, 3], g @ w8[7, 2] @ g.T, rtol=1e-12)
+    with pytest.raises(nt.TVMError, match="k_block 3 must divide the 8 filters"):
+        nt.transform_weights(alg, w8, k_block=3)
 
 
 def test_module_shape_and_symbol() -> None:
     mod = nt.conv2d_module("F(6,3)/nova", (1, 16, 14, 14, 32), padding=1, layout="NHWC")
     func = mod["main"]
     assert [tuple(int(d) for d in p.shape) for p in func.params] == [
-        (1, 14, 14, 16), (8, 8, 16, 32), (1, 14, 14, 32)]
+        (1, 14, 14, 16), (8, 8, 2, 16, 16), (1, 14, 14, 32)]
     assert str(func.attrs["global_symbol"]).startswith("novagen_F_6_3_nova_1x16x14x14x32")
 
 
