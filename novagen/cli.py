@@ -549,6 +549,8 @@ def bench(
     threads: int | None = typer.Option(None, "--threads", help="threads for ours and the baseline (default: all)"),
     layout: str = typer.Option("NCHW", "--layout", help="NCHW, or NHWC (torch then runs channels_last)"),
     tuned: Path | None = typer.Option(None, "--tuned", help="tvm-llvm: use the schedules of this tuning database"),
+    direct: bool = typer.Option(False, "--tvm-direct", help="tvm-llvm: also time TVM's own direct conv2d, "
+                                "unscheduled and (with --tuned) tuned"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Time generated kernels against torch.nn.functional.conv2d (oneDNN), alternating, median of repeats."""
@@ -574,10 +576,10 @@ def bench(
     if target != "c":
         if target != "tvm-llvm":
             raise InputError(f"bench runs here: use --target c or tvm-llvm, not {target}")
-        _bench_tvm(layers, algs, repeats, threads, layout.upper(), tuned, as_json)
+        _bench_tvm(layers, algs, repeats, threads, layout.upper(), tuned, direct, as_json)
         return
-    if tuned is not None:
-        raise InputError("--tuned applies to --target tvm-llvm")
+    if tuned is not None or direct:
+        raise InputError("--tuned and --tvm-direct apply to --target tvm-llvm")
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("benchmarking", total=len(layers))
         result = bench_layers(layers, algs, repeats=repeats, threads=threads, layout=layout,  # type: ignore[arg-type]
@@ -607,34 +609,63 @@ def bench(
 
 
 def _bench_tvm(layers: list[Any], algs: list[Any], repeats: int, threads: int | None, layout: str,
-               tuned: Path | None, as_json: bool) -> None:
+               tuned: Path | None, direct: bool, as_json: bool) -> None:
     from rich.progress import Progress
 
     from novagen import tvm as nt
 
+    if tuned is not None and not tuned.is_dir():
+        raise InputError(f"tuning database '{tuned}' is not a folder: run novagen tune first")
     err = Console(stderr=True)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("benchmarking (tvm-llvm)", total=len(layers))
         result = nt.bench_layers(layers, algs, repeats=repeats, threads=threads, layout=layout, tuned=tuned,
-                                 progress=lambda msg: bar.update(task, advance=1, description=msg))
+                                 direct=direct, progress=lambda msg: bar.update(task, advance=1, description=msg))
     if as_json:
         _print_json(result)
         return
     m = result["machine"]
     out = _out()
     out.print(f"{m['cpu']}, {m['threads']} threads, TVM {m['tvm']} ({m['target']}); baseline "
-              f"{result['baseline']['name']} {result['baseline']['version']}")
-    table = Table(title=f"novagen bench (tvm-llvm{', tuned' if tuned else ''}, {layout})", title_justify="left")
-    for col in ("layers", "N,C,H,W,K", "algorithm", "ours ms", "torch ms", "ratio", "ours GF/s", "torch GF/s"):
-        table.add_column(col, justify="left" if col in ("layers", "algorithm") else "right", no_wrap=True)
+              f"{result['baseline']['name']} {result['baseline']['version']}; ratio = torch ms / ms")
+    table = Table(title=f"novagen bench (tvm-llvm, {layout})", title_justify="left")
+    cols = [("layers", None), ("N,C,H,W,K", None), ("torch ms", None), ("untuned", "algorithm"),
+            ("ms", "ours_ms"), ("ratio", "ratio")]
+    if tuned:
+        cols += [("tuned", "tuned_algorithm"), ("ms ", "tuned_ms"), ("ratio ", "tuned_ratio")]
+    if direct:
+        cols += [("TVM direct ms", "tvm_default_ms"), ("ratio  ", "tvm_default_ratio")]
+        if tuned:
+            cols += [("TVM direct tuned ms", "tvm_tuned_ms"), ("ratio   ", "tvm_tuned_ratio"),
+                     ("tuned/TVM tuned", "tuned_vs_tvm_tuned")]
+    for col, _ in cols:
+        table.add_column(col, justify="left" if col in ("layers", "untuned", "tuned") else "right", no_wrap=True)
+
+    def cell(r: dict[str, Any], key: str | None, col: str) -> str:
+        if key is None:
+            return ",".join(r["layers"]) if col == "layers" else (
+                ",".join(map(str, r["shape"])) if col.startswith("N,") else f"{r['baseline_ms']:.2f}")
+        if key not in r:
+            return "n/a"
+        v = r[key]
+        if isinstance(v, str):
+            return v
+        if "ratio" in key or key.endswith("_vs_tvm_tuned"):
+            text = f"{v:.2f}x"
+            return text if v >= 1 else f"[red]{text}[/red]"
+        return f"{v:.2f}"
+
     for r in result["layers"]:
-        ratio = f"{r['ratio']:.2f}x"
-        table.add_row(",".join(r["layers"]), ",".join(map(str, r["shape"])), r["algorithm"], f"{r['ours_ms']:.2f}",
-                      f"{r['baseline_ms']:.2f}", ratio if r["ratio"] >= 1 else f"[red]{ratio}[/red]",
-                      f"{r['ours_gflops']:.0f}", f"{r['baseline_gflops']:.0f}")
+        table.add_row(*(cell(r, key, col) for col, key in cols))
     out.print(table)
     count = sum(len(r["layers"]) for r in result["layers"])
-    out.print(f"geomean ratio {result['geomean_ratio']:.2f}x over {count} layers")
+    parts = [f"untuned {result['geomean_ratio']:.2f}x"]
+    for key, name in (("geomean_tuned_ratio", "tuned"), ("geomean_tvm_default_ratio", "TVM direct"),
+                      ("geomean_tvm_tuned_ratio", "TVM direct tuned"),
+                      ("geomean_tuned_vs_tvm_tuned", "tuned over TVM direct tuned")):
+        if key in result:
+            parts.append(f"{name} {result[key]:.2f}x")
+    out.print(f"geomean over {count} layers (vs torch unless named): " + ", ".join(parts))
 
 
 @app.command("tune")
@@ -647,15 +678,23 @@ def tune_cmd(
     padding: int = typer.Option(1, "--padding", help="zero padding on each side"),
     layout: str = typer.Option("NCHW", "--layout", help="NCHW or NHWC"),
     points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    measure: str = typer.Option("in-process", "--measure",
+                                help="in-process (fast: build and time here) or workers (MetaSchedule's "
+                                     "isolated builder and runner processes)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Tune the TVM Winograd conv2d of a layer with MetaSchedule into a JSON database (resumable)."""
+    """Tune the TVM Winograd conv2d of a layer with MetaSchedule into a JSON database (resumable).
+    SPEC "direct" tunes TVM's own direct conv2d instead: the baseline for bench --tvm-direct."""
     from novagen import tvm as nt
 
     if target not in ("llvm", "cpu"):
         raise InputError(f"tune measures on this machine: use --target llvm, not {target}")
-    alg = _resolve(spec, points, None)
-    result = nt.tune(alg, layer, db, trials=trials, padding=padding, layout=layout, target=target)
+    if measure not in ("in-process", "workers"):
+        raise InputError(f"--measure {measure} is not known: use in-process or workers")
+    alg = "direct" if spec.strip().lower() == "direct" else _resolve(spec, points, None)
+    how = "in-process" if measure == "in-process" else None
+    result = nt.tune(alg, layer, db, trials=trials, padding=padding, layout=layout, target=target,
+                     builder=how, runner=how)
     if as_json:
         _print_json(result.__dict__)
         return

@@ -15,6 +15,7 @@ package installs without it.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -281,9 +282,9 @@ def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
 
 
 def _sampled_llvm(spec: Conv2dSpec) -> Any:
-    """The llvm schedule as a MetaSchedule design space: the transforms' channel vector, the GEMM's tile
-    block and its outer loop order are sampled (categorical over the sizes that divide), everything else
-    as in `schedule_llvm` (k_block is fixed by the packed weight layout)."""
+    """The llvm schedule as a MetaSchedule design space: the input transform's channel vector, the GEMM's
+    tile block and the output transform's filter vector are sampled (categorical over the sizes that
+    divide), everything else as in `schedule_llvm` (k_block is fixed by the packed weight layout)."""
 
     def space(sch: Any) -> Any:
         def pick(options: list[int], default: int) -> Any:
@@ -302,8 +303,8 @@ def _apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
     _, c, _, _, k = spec.layer
     cv = pick(_choices(c, (4, 8, 16)), _vector(c, 8))
     kb = spec.k_block
-    pb = pick(_choices(spec.tiles_padded, (1, 2, 3, 4, 6, 8)), spec.p_block)
-    k_outer = pick([0, 1], 0)
+    pb = pick(_choices(spec.tiles_padded, (2, 3, 4, 6, 8)), spec.p_block)  # 1 would change the loop nest
+    kf_vec = pick(_choices(k, (4, 8, 16)), _vector(k, 8))
     m = spec.alg.m
 
     # zero-padded channels-last copy of the input, a row of the image per task
@@ -351,20 +352,15 @@ def _apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
         sch.vectorize(gk)
 
     # batched GEMM: M[eps, nu, p, k] = sum_c V[eps, nu, p, c] U[eps, nu, c, k], a (pb tiles x kb filters)
-    # register block; the outer loop runs over tile blocks or filter blocks (k_outer)
+    # register block
     mb = sch.get_sblock("M")
     eps, nu, p, ko, rc = sch.get_loops(mb)
     po, pi = sch.split(p, [None, pb])
     kk, ki = sch.split(ko, [None, kb])
-    if k_outer:
-        sch.reorder(eps, nu, kk, po, rc, pi, ki)
-        outer, inner = sch.fuse(eps, nu, kk), po
-    else:
-        sch.reorder(eps, nu, po, kk, rc, pi, ki)
-        outer, inner = sch.fuse(eps, nu, po), kk
-    sch.parallel(outer)
+    sch.reorder(eps, nu, po, kk, rc, pi, ki)
+    sch.parallel(sch.fuse(eps, nu, po))
     acc = sch.cache_write(mb, 0, "local")
-    sch.reverse_compute_at(acc, inner)
+    sch.reverse_compute_at(acc, kk)
     sch.unroll(pi)
     sch.vectorize(ki)
     sch.decompose_reduction(mb, rc)
@@ -379,7 +375,7 @@ def _apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
         b, yy, xx, kf = loops
     th, i = sch.split(yy, [None, m])
     tw, j = sch.split(xx, [None, m])
-    kfo, kfi = sch.split(kf, [None, _vector(spec.layer[4], 8)])
+    kfo, kfi = sch.split(kf, [None, kf_vec])
     sch.reorder(b, th, tw, kfo, i, j, kfi)
     top = sch.fuse(b, th, tw)
     sch.parallel(top)
@@ -594,9 +590,31 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "F(4,3)/nova", params: dict[str, A
 
 
 def _import_tensor_intrin() -> None:
-    """Builder/runner worker initializer: the import MetaSchedule does in every worker, done up front
-    (20-30 s on a small machine, which alone used to exhaust the default 30 s build timeout)."""
-    import tvm.s_tir.tensor_intrin  # noqa: F401
+    """Import tvm.s_tir.tensor_intrin, which MetaSchedule needs in every process that tunes, builds or runs.
+
+    Its ~500 TVMScript functions each call inspect.stack() while the import machinery is on the stack,
+    and inspect.getmodule scans all of sys.modules for every "<frozen importlib...>" frame: 46 s here.
+    Remembering getmodule's answer for those pseudo-files during the import takes it to 6 s."""
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    import inspect
+
+    original = inspect.getmodule
+    memo: dict[str, Any] = {}
+
+    def getmodule(obj: Any, _filename: str | None = None) -> Any:
+        key = _filename or getattr(getattr(obj, "f_code", obj), "co_filename", None)
+        if not isinstance(key, str) or not key.startswith("<"):
+            return original(obj, _filename)
+        if key not in memo:
+            memo[key] = original(obj, _filename)
+        return memo[key]
+
+    inspect.getmodule = getmodule
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.getmodule = original
 
 
 @dataclass(frozen=True)
@@ -610,11 +628,43 @@ class TuneResult:
     best_ms: float | None
 
 
-def _tune_mod(alg: Any, layer: Any, padding: Any, dtype: str, layout: str) -> tuple[Any, Conv2dSpec]:
+def _is_direct(alg: Any) -> bool:
+    return isinstance(alg, str) and alg.strip().lower() == "direct"
+
+
+def _tune_mod(alg: Any, layer: Any, padding: Any, dtype: str, layout: str) -> tuple[Any, str]:
+    """The unscheduled workload to tune ("main") and its name: our Winograd conv2d, or TVM's own direct
+    conv2d when alg is "direct" (the baseline tuned on the same trials)."""
     tvm = _tvm()
+    if _is_direct(alg):
+        mod = direct_module(layer, padding, dtype, layout)
+        return mod, str(mod["main"].attrs["global_symbol"])
     func, spec = conv2d_primfunc(alg, layer, padding, dtype, layout, "precomputed", schedule=None)
     # MetaSchedule looks the workload up as "main"; the global symbol keeps the function's own name
-    return tvm.IRModule({"main": func}), spec
+    return tvm.IRModule({"main": func}), spec.name
+
+
+def direct_module(layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
+                  layout: str = "NCHW") -> Any:
+    """TVM's own direct 3x3 conv2d (topi.nn.conv2d_nchw / conv2d_nhwc) for one layer as an unscheduled
+    IRModule: main(x, w, y) with w (K, C, 3, 3) for NCHW and (3, 3, C, K) for NHWC.  This is what Relax's
+    default CPU pipeline runs for conv2d, and the workload `tune("direct", ...)` tunes."""
+    tvm = _tvm()
+    from tvm import te, topi
+
+    spec = make_spec("F(2,3)", layer, padding, dtype, layout)  # validates the layer; only shapes are used
+    n, c, h, w, k = spec.layer
+    pads = list(spec.padding)
+    x = te.placeholder(spec.input_shape, dtype, name="x")
+    if spec.layout == "NCHW":
+        wt = te.placeholder((k, c, 3, 3), dtype, name="w")
+        y = topi.nn.conv2d_nchw(x, wt, 1, pads, 1, out_dtype=dtype)
+    else:
+        wt = te.placeholder((3, 3, c, k), dtype, name="w")
+        y = topi.nn.conv2d_nhwc(x, wt, 1, pads, 1, out_dtype=dtype)
+    shape = "x".join(map(str, spec.layer))
+    name = f"tvm_direct_{shape}_p{pads[0]}x{pads[1]}_{spec.layout.lower()}_{dtype}"
+    return tvm.IRModule({"main": te.create_prim_func([x, wt, y]).with_attr("global_symbol", name)})
 
 
 def _records(db: Any, mod: Any) -> list[Any]:
@@ -644,6 +694,31 @@ def _in_process_builder() -> Any:
     return InProcessBuilder()
 
 
+def _in_process_runner() -> Any:
+    """A MetaSchedule runner that loads and times each candidate in this process (LocalRunner's own
+    measurement: random arguments, time_evaluator with its default repeats)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture, _worker_func
+
+    config = ms.runner.EvaluatorConfig._normalized(None)
+
+    @derived_object
+    class InProcessRunner(ms.runner.PyRunner):
+        def run(self, runner_inputs: list[Any]) -> list[Any]:
+            futures = []
+            for inp in runner_inputs:
+                try:
+                    costs = _worker_func(None, None, None, config, 1, inp.artifact_path, inp.device_type,
+                                         tuple(a.as_json() for a in inp.args_info))
+                    futures.append(LocalRunnerFuture([float(c) for c in costs], None))
+                except Exception as exc:  # a candidate that fails to run is recorded as an error
+                    futures.append(LocalRunnerFuture(None, f"in-process run: {exc}"))
+            return futures
+
+    return InProcessRunner()
+
+
 def _open_db(path: str | os.PathLike[str]) -> Any:
     from tvm.s_tir import meta_schedule as ms
 
@@ -651,18 +726,29 @@ def _open_db(path: str | os.PathLike[str]) -> Any:
     return ms.database.JSONDatabase(work_dir=str(path))
 
 
+def _space(alg: Any, layer: Any, padding: Any, dtype: str, layout: str) -> Any:
+    """The design space: our sampled llvm schedule, or MetaSchedule's default rules for "direct"."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if _is_direct(alg):
+        return "post-order-apply"
+    return ms.space_generator.ScheduleFn(_sampled_llvm(make_spec(alg, layer, padding, dtype, layout)))
+
+
 def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trials: int = 64,
          padding: int | Sequence[int] = 1, dtype: str = "float32", layout: str = "NCHW", target: Any = "llvm",
          trials_per_iter: int = 16, runner: Any = None, seed: int = 0, build_timeout: float = 300.0,
          builder: Any = None) -> TuneResult:
-    """Tune the Winograd conv2d with MetaSchedule, recording into the JSON database folder `db`.
+    """Tune the Winograd conv2d with MetaSchedule, recording into the JSON database folder `db`;
+    alg "direct" tunes TVM's own direct conv2d (`direct_module`) instead, the baseline on equal trials.
 
     Resumable: trials already in `db` for this workload count toward `trials`, and the search starts from
     them; when there are enough, nothing runs.  The builder uses one worker with a long timeout and an
     initializer that imports the tensor intrinsics once.  `runner` defaults to a LocalRunner; pass an
-    `rpc_runner(...)` to measure on a remote device.  `builder="in-process"` compiles the candidates in
-    this process (no build timeout): each LocalBuilder batch starts a fresh worker that imports TVM,
-    which is most of the time of a short tuning run on a small machine.
+    `rpc_runner(...)` to measure on a remote device.  `builder="in-process"` and `runner="in-process"`
+    compile and time the candidates in this process (no timeouts, no isolation from a crashing
+    candidate): each LocalBuilder batch and the LocalRunner's pool start workers that import TVM, which
+    is most of the time of a short tuning run on a small machine.
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -670,8 +756,11 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
         raise TVMError(f"trials {trials} must be at least 1")
     if isinstance(builder, str) and builder != "in-process":
         raise TVMError(f"builder {builder!r} is not known: use None, 'in-process' or a MetaSchedule Builder")
-    mod, spec = _tune_mod(alg, layer, padding, dtype, layout)
+    if isinstance(runner, str) and runner != "in-process":
+        raise TVMError(f"runner {runner!r} is not known: use None, 'in-process' or a MetaSchedule Runner")
+    mod, name = _tune_mod(alg, layer, padding, dtype, layout)
     tgt = resolve_target(target)
+    _import_tensor_intrin()  # MetaSchedule's TuneContext imports it; this way it takes seconds, not a minute
     database = _open_db(db)
     before = len(_records(database, mod))
     todo = trials - before
@@ -681,13 +770,20 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
                                               initializer=_import_tensor_intrin)
         elif builder == "in-process":
             builder = _in_process_builder()
-        run = runner or ms.runner.LocalRunner(timeout_sec=60, initializer=_import_tensor_intrin)
+        if runner == "in-process":
+            run = _in_process_runner()
+        else:
+            run = runner or ms.runner.LocalRunner(timeout_sec=60, initializer=_import_tensor_intrin)
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="novagen-tune-") as work:
+            # our space has at most a few dozen points: a small population finds them without minutes of
+            # evolution; TVM's direct conv2d space keeps MetaSchedule's defaults
+            strategy = ("evolutionary" if _is_direct(alg)
+                        else ms.search_strategy.EvolutionarySearch(population_size=64, max_fail_count=2))
             ms.tune_tir(mod, tgt, work, max_trials_global=todo, num_trials_per_iter=min(trials_per_iter, todo),
                         builder=builder, runner=run, database=database, seed=seed, num_tuning_cores=1,
-                        space=ms.space_generator.ScheduleFn(_sampled_llvm(spec)))
+                        space=_space(alg, layer, padding, dtype, layout), strategy=strategy)
     recs = _records(database, mod)
     best = None
     for rec in recs:
@@ -695,7 +791,7 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
         if secs and all(v < 1e9 for v in secs):
             t = sum(secs) / len(secs) * 1e3
             best = t if best is None else min(best, t)
-    return TuneResult(str(db), spec.name, before, len(recs), best)
+    return TuneResult(str(db), name, before, len(recs), best)
 
 
 def load_tuned(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], padding: int | Sequence[int] = 1,
@@ -705,10 +801,10 @@ def load_tuned(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str],
 
     if not Path(db).is_dir():
         raise TVMError(f"tuning database '{db}' is not a folder: run novagen tune first")
-    mod, spec = _tune_mod(alg, layer, padding, dtype, layout)
+    mod, name = _tune_mod(alg, layer, padding, dtype, layout)
     sch = _open_db(db).query_schedule(mod, resolve_target(target), workload_name="main")
     if sch is None:
-        raise TVMError(f"'{db}' holds no tuning record for {spec.name}: run novagen tune for this layer first")
+        raise TVMError(f"'{db}' holds no tuning record for {name}: run novagen tune for this layer first")
     return sch.mod
 
 
@@ -887,11 +983,51 @@ def generate(alg: Any, out_dir: str | os.PathLike[str], target: str = "tvm-llvm"
     return written
 
 
+class DirectConv2d:
+    """TVM's own direct conv2d for one layer, built from `direct_module` (unscheduled: what Relax's
+    default CPU pipeline runs) or from its tuned schedule in a database: `run(x, w)` on tvm tensors."""
+
+    def __init__(self, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
+                 layout: str = "NCHW", tuned: str | os.PathLike[str] | None = None, target: Any = "llvm") -> None:
+        tvm = _tvm()
+        self.spec = make_spec("F(2,3)", layer, padding, dtype, layout)
+        mod = load_tuned("direct", layer, tuned, padding, dtype, layout, target) if tuned else direct_module(
+            layer, padding, dtype, layout)
+        self.target = resolve_target(target)
+        self.fn = tvm.compile(mod, target=self.target)["main"]
+        self.dev = tvm.cpu() if self.target.kind.name == "llvm" else tvm.cuda()
+        self._y = tvm.runtime.empty(self.spec.output_shape, dtype, self.dev)
+
+    def weights(self, w: np.ndarray) -> Any:
+        """w (K, C, 3, 3) as the tvm tensor the module takes (HWIO for NHWC)."""
+        w = w if self.spec.layout == "NCHW" else w.transpose(2, 3, 1, 0)
+        return _tvm().runtime.tensor(np.ascontiguousarray(w, dtype=self.spec.dtype), self.dev)
+
+    def run(self, x: Any, w: Any) -> Any:
+        self.fn(x, w, self._y)
+        return self._y
+
+
+def _has_record(alg: Any, layer: Any, db: str | os.PathLike[str] | None, padding: Any, layout: str) -> bool:
+    if db is None:
+        return False
+    try:
+        load_tuned(alg, layer, db, padding, layout=layout)
+    except TVMError:
+        return False
+    return True
+
+
 def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int = 5, threads: int | None = None,
-                 layout: str = "NCHW", tuned: str | os.PathLike[str] | None = None,
+                 layout: str = "NCHW", tuned: str | os.PathLike[str] | None = None, direct: bool = False,
                  progress: Any = None) -> dict[str, Any]:
     """Time the TVM modules of each algorithm against torch conv2d per layer (novagen.bench's discipline:
-    warm-up excluded, ours and the baseline alternating within each repeat, medians)."""
+    warm-up excluded, every candidate and the baseline alternating within each repeat, medians).
+
+    Per layer: the fastest untuned algorithm ("ours"); with `tuned`, the fastest algorithm tuned in that
+    database ("tuned"); with `direct`, TVM's own direct conv2d unscheduled ("tvm_default") and, when
+    `tuned` holds a record of it (`tune("direct", ...)`), tuned ("tvm_tuned").  The ratios are torch time
+    over ours; "tuned_vs_tvm_tuned" is TVM's tuned direct conv2d over our tuned Winograd."""
     import torch
 
     from novagen.bench import _median_ms, _time, geomean_ratio, machine_info, timing
@@ -912,42 +1048,69 @@ def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int 
             xin = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
             xt = torch.from_numpy(xin).permute(0, 3, 1, 2)
             wtt = wtt.contiguous(memory_format=torch.channels_last)
-        convs = {}
-        for alg in algorithms:
-            mod = load_tuned(alg, layer.shape, tuned, layer.padding, layout=layout) if tuned else None
-            convs[_check_alg(alg).label] = Conv2d(alg, layer.shape, layer.padding, layout=layout, mod=mod)
         ref = torch.nn.functional.conv2d(xt, wtt, padding=layer.padding)
         ref = (ref.permute(0, 2, 3, 1) if layout == "NHWC" else ref).contiguous().numpy()
-        errors, inputs = {}, {}
-        for label, conv in convs.items():
-            errors[label] = float(np.linalg.norm(conv(xin, wt) - ref) / np.linalg.norm(ref))
-            inputs[label] = tvm.runtime.tensor(xin, conv.dev)
-        samples: dict[str, list[float]] = {"baseline": [], **{label: [] for label in convs}}
+        # every candidate as (group, label) -> a no-argument run on prepared tvm tensors
+        runs: dict[tuple[str, str], Any] = {}
+        for alg in algorithms:
+            label = _check_alg(alg).label
+            groups = [("ours", None)]
+            if _has_record(alg, layer.shape, tuned, layer.padding, layout):
+                groups.append(("tuned", load_tuned(alg, layer.shape, tuned, layer.padding, layout=layout)))
+            for group, mod in groups:
+                conv = Conv2d(alg, layer.shape, layer.padding, layout=layout, mod=mod)
+                conv.set_weights(wt)
+                xi = tvm.runtime.tensor(xin, conv.dev)
+                runs[(group, label)] = lambda conv=conv, xi=xi: conv.run(xi)
+        if direct:
+            kinds = [("tvm_default", None)]
+            if _has_record("direct", layer.shape, tuned, layer.padding, layout):
+                kinds.append(("tvm_tuned", tuned))
+            for group, db in kinds:
+                dc = DirectConv2d(layer.shape, layer.padding, layout=layout, tuned=db)
+                xi, wi = tvm.runtime.tensor(xin, dc.dev), dc.weights(wt)
+                runs[(group, "direct")] = lambda dc=dc, xi=xi, wi=wi: dc.run(xi, wi)
+        errors = {f"{g}:{lab}": float(np.linalg.norm(fn().numpy() - ref) / np.linalg.norm(ref))
+                  for (g, lab), fn in runs.items()}
+        samples: dict[Any, list[float]] = {"baseline": [], **{key: [] for key in runs}}
         for _ in range(repeats):
             samples["baseline"].append(_time(lambda xt=xt, wtt=wtt, pad=layer.padding:
                                              torch.nn.functional.conv2d(xt, wtt, padding=pad)))
-            for label, conv in convs.items():
-                samples[label].append(_time(lambda conv=conv, xi=inputs[label]: conv.run(xi)))
+            for key, fn in runs.items():
+                samples[key].append(_time(fn))
         base = _median_ms(samples["baseline"])
-        cand = {label: _median_ms(samples[label]) for label in convs}
-        best = min(cand, key=cand.__getitem__)
-        gf = direct_gflop(next(iter(convs.values())).spec)
-        rows.append({"layers": list(layer.names), "shape": list(layer.shape), "padding": layer.padding,
-                     "layout": layout, "algorithm": best, "ours_ms": cand[best], "baseline_ms": base,
-                     "ratio": base / cand[best], "ours_gflops": gf / cand[best] * 1e3,
-                     "baseline_gflops": gf / base * 1e3, "candidates_ms": cand, "rel_error_vs_baseline": errors,
-                     "tuned": bool(tuned)})
+        gf = direct_gflop(make_spec("F(2,3)", layer.shape, layer.padding))
+        row: dict[str, Any] = {"layers": list(layer.names), "shape": list(layer.shape), "padding": layer.padding,
+                               "layout": layout, "baseline_ms": base, "baseline_gflops": gf / base * 1e3,
+                               "candidates_ms": {f"{g}:{lab}": _median_ms(samples[(g, lab)]) for g, lab in runs},
+                               "rel_error_vs_baseline": errors, "tuned": bool(tuned)}
+        for group in ("ours", "tuned", "tvm_default", "tvm_tuned"):
+            cand = {lab: _median_ms(samples[(g, lab)]) for g, lab in runs if g == group}
+            if not cand:
+                continue
+            best = min(cand, key=cand.__getitem__)
+            prefix = "" if group == "ours" else f"{group}_"
+            row[f"{prefix}algorithm" if group in ("ours", "tuned") else f"{group}_kind"] = best
+            row[f"{prefix}ms" if group != "ours" else "ours_ms"] = cand[best]
+            row[f"{prefix}ratio" if group != "ours" else "ratio"] = base / cand[best]
+        row["ours_gflops"] = gf / row["ours_ms"] * 1e3
+        if "tuned_ms" in row and "tvm_tuned_ms" in row:
+            row["tuned_vs_tvm_tuned"] = row["tvm_tuned_ms"] / row["tuned_ms"]
+        rows.append(row)
         if progress:
-            progress(f"{','.join(layer.names)}: {rows[-1]['ratio']:.2f}x ({best})")
+            progress(f"{','.join(layer.names)}: {row['ratio']:.2f}x ({row['algorithm']})")
+    summary: dict[str, Any] = {"geomean_ratio": geomean_ratio(rows)}
+    for key in ("tuned_ratio", "tvm_default_ratio", "tvm_tuned_ratio", "tuned_vs_tvm_tuned"):
+        if rows and all(key in r for r in rows):
+            summary[f"geomean_{key}"] = geomean_ratio([{"layers": r["layers"], "ratio": r[key]} for r in rows])
     return {"machine": {**machine_info(), "threads": threads, "tvm": tvm.__version__, "target": str(host_target())},
             "baseline": {"name": "torch.nn.functional.conv2d", "version": torch.__version__},
-            "timing": timing(repeats), "layers": rows, "geomean_ratio": geomean_ratio(rows)}
+            "timing": timing(repeats), "layers": rows, **summary}
 
 
 __all__ = [
-    "Conv2d", "Conv2dSpec", "RewriteReport", "TVMError", "conv2d_compute", "conv2d_module",
-    "conv2d_primfunc",
-    "TuneResult", "bench_layers", "cuda_module", "direct_gflop", "generate", "host_target", "load_tuned",
-    "make_spec", "resolve_target", "rewrite_conv2d",
-    "rpc_runner", "schedule_llvm", "transform_weights", "tune",
+    "Conv2d", "Conv2dSpec", "DirectConv2d", "RewriteReport", "TVMError", "TuneResult", "bench_layers", "conv2d_compute",
+    "conv2d_module", "conv2d_primfunc", "cuda_module", "direct_gflop", "direct_module", "generate",
+    "host_target", "load_tuned", "make_spec", "resolve_target", "rewrite_conv2d", "rpc_runner",
+    "schedule_llvm", "transform_weights", "tune",
 ]

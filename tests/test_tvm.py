@@ -269,7 +269,9 @@ def test_cli_generate_tvm_cuda_without_gpu(tmp_path: Any) -> None:
      "not a folder"),
     (["tune", "F(4,3)/nova", "--layer", "1,8,8,8,8", "--target", "cuda"], "llvm"),
     (["tune", "F(4,3)/nova", "--layer", "1,8,8,8,8", "--trials", "0"], "trials"),
+    (["tune", "F(4,3)/nova", "--layer", "1,8,8,8,8", "--measure", "remote"], "--measure"),
     (["bench", "--target", "tvm-cuda", "--layer", "1,8,8,8,8"], "tvm-llvm"),
+    (["bench", "--target", "c", "--layer", "1,8,8,8,8", "--tvm-direct"], "apply to --target tvm-llvm"),
 ])
 def test_cli_bad_input(argv: list[str], match: str, tmp_path: Any, capsys: Any) -> None:
     from novagen.cli import run
@@ -282,6 +284,21 @@ def test_cli_bad_input(argv: list[str], match: str, tmp_path: Any, capsys: Any) 
 def test_tune_bad_builder(tmp_path: Any) -> None:
     with pytest.raises(InputError, match="builder 'remote' is not known"):
         nt.tune("F(2,3)/classic", (1, 8, 8, 8, 8), tmp_path / "db", trials=1, builder="remote")
+    with pytest.raises(InputError, match="runner 'remote' is not known"):
+        nt.tune("F(2,3)/classic", (1, 8, 8, 8, 8), tmp_path / "db", trials=1, runner="remote")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_direct_module_is_tvm_conv2d(layout: str) -> None:
+    """The baseline workload: TVM's own direct conv2d, unscheduled, equals the reference."""
+    layer = (1, 4, 9, 7, 5)
+    dc = nt.DirectConv2d(layer, padding=1, layout=layout)
+    x, w = _data(layer, 3)
+    xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    y = dc.run(tvm.runtime.tensor(xin), dc.weights(w)).numpy()
+    y = y if layout == "NCHW" else y.transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(y, correlate_direct(x, w, 1), rtol=1e-5, atol=1e-5)
+    assert "tvm_direct_1x4x9x7x5" in str(nt.direct_module(layer, 1, layout=layout)["main"].attrs["global_symbol"])
 
 
 @pytest.mark.slow
@@ -290,7 +307,8 @@ def test_tune_resume_and_load(tmp_path: Any) -> None:
     from the database and is correct."""
     db = tmp_path / "db"
     layer = (1, 8, 8, 8, 8)
-    first = nt.tune("F(2,3)/classic", layer, db, trials=2, trials_per_iter=2, builder="in-process")
+    first = nt.tune("F(2,3)/classic", layer, db, trials=2, trials_per_iter=2, builder="in-process",
+                    runner="in-process")
     assert first.trials_before == 0 and first.trials_after >= 1 and first.best_ms is not None
     again = nt.tune("F(2,3)/classic", layer, db, trials=first.trials_after)
     assert again.trials_before == again.trials_after == first.trials_after
@@ -300,3 +318,24 @@ def test_tune_resume_and_load(tmp_path: Any) -> None:
     assert np.linalg.norm(conv(x, w) - ref) / np.linalg.norm(ref) < 1e-5
     with pytest.raises(InputError, match="no tuning record"):
         nt.load_tuned("F(2,3)/classic", (1, 8, 8, 8, 16), db)
+
+
+@pytest.mark.slow
+def test_bench_tuned_against_tvm_direct(tmp_path: Any) -> None:
+    """Tune ours and TVM's direct conv2d a few trials in-process; the bench times untuned, tuned, TVM
+    unscheduled and TVM tuned side by side, every candidate correct."""
+    from novagen.bench import Layer
+
+    db = tmp_path / "db"
+    layer = (1, 16, 12, 12, 16)
+    ours = nt.tune("F(4,3)/nova", layer, db, trials=4, trials_per_iter=4, builder="in-process", runner="in-process")
+    direct = nt.tune("direct", layer, db, trials=4, trials_per_iter=4, builder="in-process", runner="in-process")
+    assert ours.trials_after >= 1 and direct.trials_after >= 1
+    assert direct.workload.startswith("tvm_direct_1x16x12x12x16")
+    result = nt.bench_layers([Layer(("l",), layer)], ["F(4,3)/nova"], repeats=2, tuned=db, direct=True)
+    row = result["layers"][0]
+    assert set(row["candidates_ms"]) == {"ours:F(4,3)/nova", "tuned:F(4,3)/nova", "tvm_default:direct",
+                                         "tvm_tuned:direct"}
+    assert max(row["rel_error_vs_baseline"].values()) < 1e-5
+    assert row["tuned_vs_tvm_tuned"] == pytest.approx(row["tvm_tuned_ms"] / row["tuned_ms"])
+    assert "geomean_tuned_vs_tvm_tuned" in result
