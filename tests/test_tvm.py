@@ -339,3 +339,24 @@ def test_bench_tuned_against_tvm_direct(tmp_path: Any) -> None:
     assert max(row["rel_error_vs_baseline"].values()) < 1e-5
     assert row["tuned_vs_tvm_tuned"] == pytest.approx(row["tvm_tuned_ms"] / row["tuned_ms"])
     assert "geomean_tuned_vs_tvm_tuned" in result
+
+
+@pytest.mark.slow
+def test_tune_through_rpc_tracker_on_localhost(tmp_path: Any) -> None:
+    """MetaSchedule measuring through TVM's RPC: a tracker and a server on 127.0.0.1, the candidates built
+    here and timed on the server found through the tracker under its key."""
+    from tvm.rpc.server import Server
+    from tvm.rpc.tracker import Tracker
+
+    tracker = Tracker("127.0.0.1", port=9190, port_end=9290, silent=True)
+    server = Server("127.0.0.1", port=9300, port_end=9400, key="novagen-test",
+                               tracker_addr=("127.0.0.1", tracker.port), silent=True)
+    try:
+        runner = nt.rpc_runner("127.0.0.1", tracker.port, "novagen-test")
+        layer = (1, 8, 8, 8, 8)
+        result = nt.tune("F(2,3)/classic", layer, tmp_path / "db", trials=2, trials_per_iter=2,
+                         builder="in-process", runner=runner)
+        assert result.trials_after >= 1 and result.best_ms is not None and result.best_ms < 1e3
+    finally:
+        server.terminate()
+        tracker.terminate()
