@@ -261,6 +261,24 @@ def test_cli_generate_tvm_cuda_without_gpu(tmp_path: Any) -> None:
     assert "__global__" in cu and "threadIdx.x" in cu
 
 
+def test_cli_bench_tvm_with_direct(capsys: Any) -> None:
+    import json
+
+    from novagen.cli import run
+
+    assert run(["bench", "--target", "tvm-llvm", "--layer", "1,8,10,10,8", "-a", "F(2,3)", "-a", "F(4,3)/nova",
+                "--repeats", "1", "--tvm-direct", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["layers"][0]
+    assert set(row["candidates_ms"]) == {"ours:F(2,3)", "ours:F(4,3)/nova", "tvm_default:direct"}
+    assert max(row["rel_error_vs_baseline"].values()) < 1e-5
+    assert row["ratio"] == pytest.approx(row["baseline_ms"] / row["ours_ms"])
+    assert row["tvm_default_ratio"] == pytest.approx(row["baseline_ms"] / row["tvm_default_ms"])
+    assert run(["bench", "--target", "tvm-llvm", "--layer", "1,8,10,10,8", "-a", "F(2,3)", "--repeats", "1",
+                "--tvm-direct"]) == 0
+    out = capsys.readouterr().out
+    assert "TVM direct ms" in out and "geomean over 1 layers" in out
+
+
 @pytest.mark.parametrize("argv,match", [
     (["generate", "F(4,3)/nova", "--target", "tvm-llvm"], "--layer"),
     (["generate", "F(4,3)/nova", "--target", "tvm-llvm", "--layer", "1,8,8,8,8", "--layout", "NWHC"], "layout"),
