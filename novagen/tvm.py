@@ -1021,8 +1021,9 @@ def _has_record(alg: Any, layer: Any, db: str | os.PathLike[str] | None, padding
 def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int = 5, threads: int | None = None,
                  layout: str = "NCHW", tuned: str | os.PathLike[str] | None = None, direct: bool = False,
                  progress: Any = None) -> dict[str, Any]:
-    """Time the TVM modules of each algorithm against torch conv2d per layer (novagen.bench's discipline:
-    warm-up excluded, every candidate and the baseline alternating within each repeat, medians).
+    """Time the TVM modules of each algorithm against torch conv2d per layer (warm-up excluded, medians;
+    a block of repeats per candidate, the baseline first, because alternating lets TVM's thread pool
+    slow the next torch run down).
 
     Per layer: the fastest untuned algorithm ("ours"); with `tuned`, the fastest algorithm tuned in that
     database ("tuned"); with `direct`, TVM's own direct conv2d unscheduled ("tvm_default") and, when
@@ -1072,12 +1073,15 @@ def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int 
                 runs[(group, "direct")] = lambda dc=dc, xi=xi, wi=wi: dc.run(xi, wi)
         errors = {f"{g}:{lab}": float(np.linalg.norm(fn().numpy() - ref) / np.linalg.norm(ref))
                   for (g, lab), fn in runs.items()}
-        samples: dict[Any, list[float]] = {"baseline": [], **{key: [] for key in runs}}
-        for _ in range(repeats):
-            samples["baseline"].append(_time(lambda xt=xt, wtt=wtt, pad=layer.padding:
-                                             torch.nn.functional.conv2d(xt, wtt, padding=pad)))
-            for key, fn in runs.items():
-                samples[key].append(_time(fn))
+        # one block of repeats per candidate, each after a warm-up run: a torch run right after some
+        # MetaSchedule-tuned TVM modules is up to 8x slower (the two thread pools contend), which
+        # alternating would charge to the baseline
+        timed = {"baseline": lambda xt=xt, wtt=wtt, pad=layer.padding:
+                 torch.nn.functional.conv2d(xt, wtt, padding=pad), **runs}
+        samples: dict[Any, list[float]] = {}
+        for key, fn in timed.items():
+            fn()
+            samples[key] = [_time(fn) for _ in range(repeats)]
         base = _median_ms(samples["baseline"])
         gf = direct_gflop(make_spec("F(2,3)", layer.shape, layer.padding))
         row: dict[str, Any] = {"layers": list(layer.names), "shape": list(layer.shape), "padding": layer.padding,
@@ -1105,7 +1109,7 @@ def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int 
             summary[f"geomean_{key}"] = geomean_ratio([{"layers": r["layers"], "ratio": r[key]} for r in rows])
     return {"machine": {**machine_info(), "threads": threads, "tvm": tvm.__version__, "target": str(host_target())},
             "baseline": {"name": "torch.nn.functional.conv2d", "version": torch.__version__},
-            "timing": timing(repeats), "layers": rows, **summary}
+            "timing": timing(repeats, "blocks"), "layers": rows, **summary}
 
 
 __all__ = [
