@@ -306,6 +306,18 @@ def test_tune_bad_builder(tmp_path: Any) -> None:
         nt.tune("F(2,3)/classic", (1, 8, 8, 8, 8), tmp_path / "db", trials=1, runner="remote")
 
 
+def test_conv2d_refuses_a_module_packed_differently() -> None:
+    """A module built with another k_block takes weights of another shape: refused before compiling."""
+    layer = (1, 8, 8, 8, 8)
+    mod = nt.conv2d_module("F(2,3)", layer, k_block=4)
+    with pytest.raises(InputError, match="k_block"):
+        nt.Conv2d("F(2,3)", layer, mod=mod)
+    conv = nt.Conv2d("F(2,3)", layer, mod=mod, k_block=4)
+    x, w = _data(layer, 3)
+    ref = correlate_direct(x, w, 1)
+    assert np.linalg.norm(conv(x, w) - ref) / np.linalg.norm(ref) < 1e-5
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_direct_module_is_tvm_conv2d(layout: str) -> None:
     """The baseline workload: TVM's own direct conv2d, unscheduled, equals the reference."""
