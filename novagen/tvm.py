@@ -726,6 +726,17 @@ def _open_db(path: str | os.PathLike[str]) -> Any:
     return ms.database.JSONDatabase(work_dir=str(path))
 
 
+def _unnamed_handlers_off() -> None:
+    """MetaSchedule rebuilds its loggers from the names of the handlers already on its logger and fails
+    on a handler without a name (pytest's log capture leaves such handlers behind between tests)."""
+    import logging
+
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(ms_logger.handlers):
+        if handler.get_name() is None:
+            ms_logger.removeHandler(handler)
+
+
 def _space(alg: Any, layer: Any, padding: Any, dtype: str, layout: str) -> Any:
     """The design space: our sampled llvm schedule, or MetaSchedule's default rules for "direct"."""
     from tvm.s_tir import meta_schedule as ms
@@ -779,6 +790,7 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
         with tempfile.TemporaryDirectory(prefix="novagen-tune-") as work:
             # our space has at most a few dozen points: a small population finds them without minutes of
             # evolution; TVM's direct conv2d space keeps MetaSchedule's defaults
+            _unnamed_handlers_off()
             strategy = ("evolutionary" if _is_direct(alg)
                         else ms.search_strategy.EvolutionarySearch(population_size=64, max_fail_count=2))
             ms.tune_tir(mod, tgt, work, max_trials_global=todo, num_trials_per_iter=min(trials_per_iter, todo),
