@@ -553,7 +553,7 @@ def bench(
                                 "unscheduled and (with --tuned) tuned"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Time generated kernels against torch.nn.functional.conv2d (oneDNN), alternating, median of repeats."""
+    """Time generated kernels against torch.nn.functional.conv2d (oneDNN), median of repeats."""
     from rich.progress import Progress
 
     from novagen.bench import DEFAULT_ALGORITHMS, Layer, bench_layers, network_layers
@@ -629,34 +629,34 @@ def _bench_tvm(layers: list[Any], algs: list[Any], repeats: int, threads: int | 
     out.print(f"{m['cpu']}, {m['threads']} threads, TVM {m['tvm']} ({m['target']}); baseline "
               f"{result['baseline']['name']} {result['baseline']['version']}; ratio = torch ms / ms")
     table = Table(title=f"novagen bench (tvm-llvm, {layout})", title_justify="left")
-    cols = [("layers", None), ("N,C,H,W,K", None), ("torch ms", None), ("untuned", "algorithm"),
-            ("ms", "ours_ms"), ("ratio", "ratio")]
+    def ms(key: str) -> Any:
+        return lambda r: f"{r[key]:.2f}" if key in r else "n/a"
+
+    def ratio(key: str) -> Any:
+        def cell(r: dict[str, Any]) -> str:
+            if key not in r:
+                return "n/a"
+            text = f"{r[key]:.2f}x"
+            return text if r[key] >= 1 else f"[red]{text}[/red]"
+        return cell
+
+    def label(key: str) -> Any:
+        return lambda r: r.get(key, "n/a")
+
+    cols = [("layers", lambda r: ",".join(r["layers"])), ("N,C,H,W,K", lambda r: ",".join(map(str, r["shape"]))),
+            ("torch ms", ms("baseline_ms")), ("untuned", label("algorithm")), ("ms", ms("ours_ms")),
+            ("ratio", ratio("ratio"))]
     if tuned:
-        cols += [("tuned", "tuned_algorithm"), ("ms ", "tuned_ms"), ("ratio ", "tuned_ratio")]
+        cols += [("tuned", label("tuned_algorithm")), ("ms", ms("tuned_ms")), ("ratio", ratio("tuned_ratio"))]
     if direct:
-        cols += [("TVM direct ms", "tvm_default_ms"), ("ratio  ", "tvm_default_ratio")]
+        cols += [("TVM direct ms", ms("tvm_default_ms")), ("ratio", ratio("tvm_default_ratio"))]
         if tuned:
-            cols += [("TVM direct tuned ms", "tvm_tuned_ms"), ("ratio   ", "tvm_tuned_ratio"),
-                     ("tuned/TVM tuned", "tuned_vs_tvm_tuned")]
+            cols += [("TVM direct tuned ms", ms("tvm_tuned_ms")), ("ratio", ratio("tvm_tuned_ratio")),
+                     ("tuned/TVM tuned", ratio("tuned_vs_tvm_tuned"))]
     for col, _ in cols:
         table.add_column(col, justify="left" if col in ("layers", "untuned", "tuned") else "right", no_wrap=True)
-
-    def cell(r: dict[str, Any], key: str | None, col: str) -> str:
-        if key is None:
-            return ",".join(r["layers"]) if col == "layers" else (
-                ",".join(map(str, r["shape"])) if col.startswith("N,") else f"{r['baseline_ms']:.2f}")
-        if key not in r:
-            return "n/a"
-        v = r[key]
-        if isinstance(v, str):
-            return v
-        if "ratio" in key or key.endswith("_vs_tvm_tuned"):
-            text = f"{v:.2f}x"
-            return text if v >= 1 else f"[red]{text}[/red]"
-        return f"{v:.2f}"
-
     for r in result["layers"]:
-        table.add_row(*(cell(r, key, col) for col, key in cols))
+        table.add_row(*(cell(r) for _, cell in cols))
     out.print(table)
     count = sum(len(r["layers"]) for r in result["layers"])
     parts = [f"untuned {result['geomean_ratio']:.2f}x"]
@@ -691,7 +691,7 @@ def tune_cmd(
         raise InputError(f"tune measures on this machine: use --target llvm, not {target}")
     if measure not in ("in-process", "workers"):
         raise InputError(f"--measure {measure} is not known: use in-process or workers")
-    alg = "direct" if spec.strip().lower() == "direct" else _resolve(spec, points, None)
+    alg = "direct" if nt._is_direct(spec) else _resolve(spec, points, None)
     how = "in-process" if measure == "in-process" else None
     result = nt.tune(alg, layer, db, trials=trials, padding=padding, layout=layout, target=target,
                      builder=how, runner=how)

@@ -414,8 +414,9 @@ def conv2d_module(alg: Any, layer: Sequence[int] | str = (1, 64, 56, 56, 64), pa
                   schedule: str | None = "llvm", p_block: int | None = None, k_block: int | None = None) -> Any:
     """An IRModule with one PrimFunc "main" computing the Winograd conv2d of `alg` for one layer shape.
 
-    Arguments of main: x (NCHW or NHWC), U (alpha, alpha, C, K) for precomputed weights or w (K, C, r, r)
-    for weights in the graph, and the output y.  `schedule` "llvm" applies the default CPU schedule.
+    Arguments of main: x (NCHW or NHWC), U (alpha, alpha, K/k_block, C, k_block) for precomputed weights
+    (`transform_weights`) or w (K, C, r, r) for weights in the graph, and the output y.  `schedule`
+    "llvm" applies the default CPU schedule.
     """
     tvm = _tvm()
     func, _ = conv2d_primfunc(alg, layer, padding, dtype, layout, weights, schedule, p_block, k_block)
@@ -737,15 +738,6 @@ def _unnamed_handlers_off() -> None:
             ms_logger.removeHandler(handler)
 
 
-def _space(alg: Any, layer: Any, padding: Any, dtype: str, layout: str) -> Any:
-    """The design space: our sampled llvm schedule, or MetaSchedule's default rules for "direct"."""
-    from tvm.s_tir import meta_schedule as ms
-
-    if _is_direct(alg):
-        return "post-order-apply"
-    return ms.space_generator.ScheduleFn(_sampled_llvm(make_spec(alg, layer, padding, dtype, layout)))
-
-
 def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trials: int = 64,
          padding: int | Sequence[int] = 1, dtype: str = "float32", layout: str = "NCHW", target: Any = "llvm",
          trials_per_iter: int = 16, runner: Any = None, seed: int = 0, build_timeout: float = 300.0,
@@ -769,6 +761,7 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
         raise TVMError(f"builder {builder!r} is not known: use None, 'in-process' or a MetaSchedule Builder")
     if isinstance(runner, str) and runner != "in-process":
         raise TVMError(f"runner {runner!r} is not known: use None, 'in-process' or a MetaSchedule Runner")
+    direct = _is_direct(alg)
     mod, name = _tune_mod(alg, layer, padding, dtype, layout)
     tgt = resolve_target(target)
     _import_tensor_intrin()  # MetaSchedule's TuneContext imports it; this way it takes seconds, not a minute
@@ -791,11 +784,14 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
             # our space has at most a few dozen points: a small population finds them without minutes of
             # evolution; TVM's direct conv2d space keeps MetaSchedule's defaults
             _unnamed_handlers_off()
-            strategy = ("evolutionary" if _is_direct(alg)
-                        else ms.search_strategy.EvolutionarySearch(population_size=64, max_fail_count=2))
+            if direct:
+                space, strategy = "post-order-apply", "evolutionary"
+            else:
+                space = ms.space_generator.ScheduleFn(_sampled_llvm(make_spec(alg, layer, padding, dtype, layout)))
+                strategy = ms.search_strategy.EvolutionarySearch(population_size=64, max_fail_count=2)
             ms.tune_tir(mod, tgt, work, max_trials_global=todo, num_trials_per_iter=min(trials_per_iter, todo),
                         builder=builder, runner=run, database=database, seed=seed, num_tuning_cores=1,
-                        space=_space(alg, layer, padding, dtype, layout), strategy=strategy)
+                        space=space, strategy=strategy)
     recs = _records(database, mod)
     best = None
     for rec in recs:
@@ -997,14 +993,14 @@ def generate(alg: Any, out_dir: str | os.PathLike[str], target: str = "tvm-llvm"
 
 class DirectConv2d:
     """TVM's own direct conv2d for one layer, built from `direct_module` (unscheduled: what Relax's
-    default CPU pipeline runs) or from its tuned schedule in a database: `run(x, w)` on tvm tensors."""
+    default CPU pipeline runs) or from `mod`, e.g. its tuned schedule from `load_tuned("direct", ...)`:
+    `run(x, w)` on tvm tensors."""
 
     def __init__(self, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
-                 layout: str = "NCHW", tuned: str | os.PathLike[str] | None = None, target: Any = "llvm") -> None:
+                 layout: str = "NCHW", target: Any = "llvm", mod: Any = None) -> None:
         tvm = _tvm()
         self.spec = make_spec("F(2,3)", layer, padding, dtype, layout)
-        mod = load_tuned("direct", layer, tuned, padding, dtype, layout, target) if tuned else direct_module(
-            layer, padding, dtype, layout)
+        mod = direct_module(layer, padding, dtype, layout) if mod is None else mod
         self.target = resolve_target(target)
         self.fn = tvm.compile(mod, target=self.target)["main"]
         self.dev = tvm.cpu() if self.target.kind.name == "llvm" else tvm.cuda()
@@ -1020,14 +1016,21 @@ class DirectConv2d:
         return self._y
 
 
-def _has_record(alg: Any, layer: Any, db: str | os.PathLike[str] | None, padding: Any, layout: str) -> bool:
+def _tuned_or_none(alg: Any, layer: Any, db: str | os.PathLike[str] | None, padding: Any, layout: str) -> Any:
+    """The tuned module of `alg` for the layer from `db`, or None when there is no database or record."""
     if db is None:
-        return False
+        return None
     try:
-        load_tuned(alg, layer, db, padding, layout=layout)
+        return load_tuned(alg, layer, db, padding, layout=layout)
     except TVMError:
-        return False
-    return True
+        return None
+
+
+# per candidate group: the row's keys for the fastest candidate's label, its time and torch's time over it
+_ROW_KEYS = {"ours": ("algorithm", "ours_ms", "ratio"),
+             "tuned": ("tuned_algorithm", "tuned_ms", "tuned_ratio"),
+             "tvm_default": ("tvm_default_kind", "tvm_default_ms", "tvm_default_ratio"),
+             "tvm_tuned": ("tvm_tuned_kind", "tvm_tuned_ms", "tvm_tuned_ratio")}
 
 
 def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int = 5, threads: int | None = None,
@@ -1067,20 +1070,20 @@ def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int 
         runs: dict[tuple[str, str], Any] = {}
         for alg in algorithms:
             label = _check_alg(alg).label
-            groups = [("ours", None)]
-            if _has_record(alg, layer.shape, tuned, layer.padding, layout):
-                groups.append(("tuned", load_tuned(alg, layer.shape, tuned, layer.padding, layout=layout)))
-            for group, mod in groups:
+            for group, mod in (("ours", None), ("tuned", _tuned_or_none(alg, layer.shape, tuned, layer.padding,
+                                                                         layout))):
+                if group == "tuned" and mod is None:
+                    continue
                 conv = Conv2d(alg, layer.shape, layer.padding, layout=layout, mod=mod)
                 conv.set_weights(wt)
                 xi = tvm.runtime.tensor(xin, conv.dev)
                 runs[(group, label)] = lambda conv=conv, xi=xi: conv.run(xi)
         if direct:
-            kinds = [("tvm_default", None)]
-            if _has_record("direct", layer.shape, tuned, layer.padding, layout):
-                kinds.append(("tvm_tuned", tuned))
-            for group, db in kinds:
-                dc = DirectConv2d(layer.shape, layer.padding, layout=layout, tuned=db)
+            for group, mod in (("tvm_default", None),
+                               ("tvm_tuned", _tuned_or_none("direct", layer.shape, tuned, layer.padding, layout))):
+                if group == "tvm_tuned" and mod is None:
+                    continue
+                dc = DirectConv2d(layer.shape, layer.padding, layout=layout, mod=mod)
                 xi, wi = tvm.runtime.tensor(xin, dc.dev), dc.weights(wt)
                 runs[(group, "direct")] = lambda dc=dc, xi=xi, wi=wi: dc.run(xi, wi)
         errors = {f"{g}:{lab}": float(np.linalg.norm(fn().numpy() - ref) / np.linalg.norm(ref))
@@ -1100,15 +1103,11 @@ def bench_layers(layers: Sequence[Any], algorithms: Sequence[Any], repeats: int 
                                "layout": layout, "baseline_ms": base, "baseline_gflops": gf / base * 1e3,
                                "candidates_ms": {f"{g}:{lab}": _median_ms(samples[(g, lab)]) for g, lab in runs},
                                "rel_error_vs_baseline": errors, "tuned": bool(tuned)}
-        for group in ("ours", "tuned", "tvm_default", "tvm_tuned"):
+        for group, (label_key, ms_key, ratio_key) in _ROW_KEYS.items():
             cand = {lab: _median_ms(samples[(g, lab)]) for g, lab in runs if g == group}
-            if not cand:
-                continue
-            best = min(cand, key=cand.__getitem__)
-            prefix = "" if group == "ours" else f"{group}_"
-            row[f"{prefix}algorithm" if group in ("ours", "tuned") else f"{group}_kind"] = best
-            row[f"{prefix}ms" if group != "ours" else "ours_ms"] = cand[best]
-            row[f"{prefix}ratio" if group != "ours" else "ratio"] = base / cand[best]
+            if cand:
+                best = min(cand, key=cand.__getitem__)
+                row.update({label_key: best, ms_key: cand[best], ratio_key: base / cand[best]})
         row["ours_gflops"] = gf / row["ours_ms"] * 1e3
         if "tuned_ms" in row and "tvm_tuned_ms" in row:
             row["tuned_vs_tvm_tuned"] = row["tvm_tuned_ms"] / row["tuned_ms"]
