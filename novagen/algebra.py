@@ -35,35 +35,13 @@ from typing import Any
 import numpy as np
 
 from novagen.errors import PointsError, SpecError, TransformFileError
+from novagen.points import INF, Point, family_points, format_point, is_family, parse_point, parse_points
 
 MAX_ALPHA = 32
 """Largest tile (alpha = m + r - 1) per axis: beyond it the symbolic proof and float metrics lose meaning."""
 
 MAX_NDIM = 3
 
-
-class _Infinity:
-    """The point at infinity: evaluates the leading coefficients of the two polynomials."""
-
-    _instance: _Infinity | None = None
-
-    def __new__(cls) -> _Infinity:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "INF"
-
-    def __str__(self) -> str:
-        return "inf"
-
-    def __reduce__(self) -> str:
-        return "INF"
-
-
-INF = _Infinity()
-Point = Fraction | _Infinity
 Matrix = tuple[tuple[Fraction, ...], ...]
 
 
@@ -130,62 +108,6 @@ def parse_spec(text: str) -> Spec:
     return Spec.of(sizes(match.group(1)), sizes(match.group(2)))
 
 
-# ---------------------------------------------------------------------------------------------
-# Points
-
-_INF_WORDS = {"inf", "+inf", "infinity", "+infinity", "∞", "oo"}
-
-
-def parse_point(value: Any) -> Point:
-    """One point from a string ("-5/6", "0.6", "inf"), an integer, a Fraction or a float.
-
-    Decimal strings are taken exactly (0.6 is 3/5); floats are taken as their exact binary value.
-    """
-    if value is INF:
-        return INF
-    if isinstance(value, Fraction):
-        return value
-    if isinstance(value, bool):
-        raise PointsError(f"{value!r} is not a point: give a number, a fraction such as -5/6, or inf")
-    if isinstance(value, numbers.Integral):
-        return Fraction(int(value))
-    if isinstance(value, numbers.Real):
-        x = float(value)
-        if math.isinf(x) and x > 0:
-            return INF
-        if not math.isfinite(x):
-            raise PointsError(f"{value!r} is not a point: points must be finite numbers or +inf")
-        return Fraction(x)
-    if isinstance(value, str):
-        token = value.strip()
-        if token.lower() in _INF_WORDS:
-            return INF
-        try:
-            return Fraction(token)
-        except (ValueError, ZeroDivisionError):
-            pass
-    raise PointsError(
-        f"'{value}' is not a point: write an integer, a fraction such as -5/6, a decimal such as 0.6, or inf"
-    )
-
-
-def parse_points(points: str | Iterable[Any], snap: int | None = None) -> tuple[Point, ...]:
-    """A point list from "0,3/5,-3/5,inf" or a sequence; `snap` rounds each finite point to the
-    nearest rational with denominator <= snap (only when asked)."""
-    items = [t for t in points.replace(";", ",").split(",")] if isinstance(points, str) else list(points)
-    if isinstance(points, str) and not points.strip():
-        raise PointsError("no points given: write them as a comma-separated list such as 0,1,-1,inf")
-    parsed = tuple(parse_point(t) for t in items)
-    if snap is not None:
-        if int(snap) < 1:
-            raise PointsError(f"snap denominator {snap} must be at least 1")
-        parsed = tuple(p if p is INF else p.limit_denominator(int(snap)) for p in parsed)
-    return parsed
-
-
-def format_point(p: Point) -> str:
-    return "inf" if p is INF else str(p)
-
 
 def normalize_points(spec: Spec, points: Sequence[Point]) -> tuple[Point, ...]:
     """Check points against a 1D spec and put them in canonical form (point at infinity last).
@@ -222,80 +144,6 @@ def normalize_points(spec: Spec, points: Sequence[Point]) -> tuple[Point, ...]:
         return (*finite, INF)
     return tuple(finite)
 
-
-# Point families.  Sets are indexed by the number n of finite points (alpha - 1 with infinity).
-
-
-def _f(text: str) -> tuple[Fraction, ...]:
-    return tuple(Fraction(t) for t in text.split())
-
-
-# Barabasz, Anderson, Soodhalter, Gregg, "Error analysis and improving the accuracy of Winograd
-# convolution for deep neural networks" (arXiv 1803.10986): the table TVM ships in
-# topi/nn/winograd_util.py.  Sets for 1 and 2 points (not in the table) are its prefixes.
-_CLASSIC: dict[int, tuple[Fraction, ...]] = {
-    1: _f("0"),
-    2: _f("0 -1"),
-    3: _f("0 -1 1"),
-    4: _f("0 -1 1 1/2"),
-    5: _f("0 -1 1 1/2 -2"),
-    6: _f("0 -1 1 1/2 -2 -1/2"),
-    7: _f("0 -1 1 1/2 -1/2 2 -2"),
-    8: _f("0 -1 1 1/2 -1/2 2 -2 -1/4"),
-    9: _f("0 -1 1 1/2 -1/2 2 -2 -1/4 4"),
-    10: _f("0 -1 1 1/2 -1/2 2 -2 -1/4 3/4 -4/3"),
-    11: _f("0 -1 1 1/2 -1/2 2 -2 -1/4 4 3/4 -4/3"),
-    12: _f("0 -1 1 1/2 -1/2 2 -2 -1/4 4 3/4 -4/3 1/4"),
-    13: _f("0 -1 1 1/2 -1/2 2 -2 -1/4 4 1/4 -3/4 4/3 -4"),
-    14: _f("0 -1 1 1/2 -1/2 2 -2 -1/4 4 1/4 -3/4 4/3 3/4 -4/3"),
-    15: _f("0 -1 1 1/2 -1/2 2 -2 -1/4 4 1/4 -3/4 4/3 -4 3/4 -4/3"),
-    16: _f("0 -1 1 1/2 -1/2 2 -2 -1/4 4 1/4 -3/4 4/3 -4 2/3 -3/2 3/2"),
-    17: _f("0 -1 1 1/2 -1/2 2 -2 -1/4 4 1/4 -3/4 4/3 -4 2/3 -3/2 -2/3 3/2"),
-}
-
-# The NOVA paper (arXiv 2512.18453): CMA-ES on the Vandermonde condition number, snapped to
-# denominators <= 6, for F(4,3), F(6,3), F(8,3).
-_NOVA: dict[int, tuple[Fraction, ...]] = {
-    5: _f("0 5/6 -5/6 7/6 -7/6"),
-    7: _f("0 3/5 -3/5 1 -1 7/6 -7/6"),
-    9: _f("0 2/5 -2/5 5/6 -5/6 1 -1 7/6 -7/6"),
-}
-
-
-def _integer(n: int) -> tuple[Fraction, ...]:
-    """0, 1, -1, 2, -2, ...: the baseline of the NOVA paper."""
-    seq = [Fraction(0)]
-    k = 1
-    while len(seq) < n:
-        seq += [Fraction(k), Fraction(-k)]
-        k += 1
-    return tuple(seq[:n])
-
-
-FAMILIES: dict[str, str] = {
-    "integer": "0, ±1, ±2, ...: the standard integer points (the NOVA paper's baseline)",
-    "classic": "Barabasz et al. 2018, the table TVM ships (e.g. F(6,3): 0, ±1, ±2, ±1/2)",
-    "nova": "the NOVA paper's points for F(4,3), F(6,3), F(8,3) (7 and 9 points and 5)",
-}
-FAMILY_ALIASES = {"standard": "integer", "tvm": "classic", "barabasz": "classic", "paper": "nova"}
-
-
-def family_points(family: str, n: int) -> tuple[Fraction, ...]:
-    """The n finite points of a named family."""
-    name = FAMILY_ALIASES.get(family.lower(), family.lower())
-    if name == "integer":
-        return _integer(n)
-    table = {"classic": _CLASSIC, "nova": _NOVA}.get(name)
-    if table is None:
-        raise PointsError(f"unknown point family '{family}': choose one of {', '.join(FAMILIES)}")
-    if n not in table:
-        have = ", ".join(str(k) for k in sorted(table))
-        raise PointsError(f"the {name} family has no set of {n} finite points (it has {have})")
-    return table[n]
-
-
-def is_family(text: str) -> bool:
-    return text.strip().lower() in FAMILIES or text.strip().lower() in FAMILY_ALIASES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,3 +492,23 @@ def _algorithm_from_dict(data: Any) -> Algorithm:
         if spec != alg.spec:
             raise TransformFileError(f"the file says {data['spec']} but its matrices have the shape of {alg.spec}")
     return alg
+
+
+def balance(alg: Algorithm) -> Algorithm:
+    """The same algorithm with each row of G and of BT scaled by a power of two to max |entry| in
+    [1/2, 1), the inverse folded into the matching column of AT.
+
+    Exactly the same function and the same rounding error away from the range limits (powers of two
+    scale floats exactly), but no Winograd-domain tap sits near fp16's underflow or overflow because of
+    how the matrices happen to be normalised (the wincnn convention puts all fractions in G).
+    """
+    def power(row: Sequence[Any]) -> Fraction:
+        top = max(abs(v) for v in row)
+        return Fraction(2) ** -(math.floor(math.log2(top)) + 1) if top else Fraction(1)
+
+    g_scale = [power(row) for row in alg.G]
+    b_scale = [power(row) for row in alg.BT]
+    G = tuple(tuple(v * s for v in row) for row, s in zip(alg.G, g_scale))
+    BT = tuple(tuple(v * s for v in row) for row, s in zip(alg.BT, b_scale))
+    AT = tuple(tuple(v / (g_scale[j] * b_scale[j]) for j, v in enumerate(row)) for row in alg.AT)
+    return Algorithm(alg.m, alg.r, AT, G, BT, alg.points, f"{alg.label}+balanced")

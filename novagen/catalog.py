@@ -18,20 +18,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from novagen.algebra import (
-    FAMILIES,
-    FAMILY_ALIASES,
-    Algorithm,
-    AnyAlgorithm,
-    Nested,
-    Spec,
-    build,
-    from_dict,
-    parse_spec,
-)
+from novagen.algebra import Algorithm, AnyAlgorithm, Nested, Spec, build, from_dict, parse_spec
 from novagen.errors import CatalogError, InputError, PointsError
-
-PACKAGE_DIR = Path(__file__).resolve().parent
+from novagen.points import FAMILIES, FAMILY_ALIASES
+from novagen.resources import PACKAGE_DIR, data_dir
 
 # Reference entries: (spec, family) pairs shipped with their certificates.
 REFERENCE_ENTRIES: tuple[tuple[str, str], ...] = (
@@ -49,14 +39,6 @@ PROVENANCE = {
              "reference": "NOVA, arXiv 2512.18453: CMA-ES on the Vandermonde condition number, "
                           "snapped to denominators <= 6"},
 }
-
-
-def data_dir(kind: str) -> Path:
-    """A data folder (verify, search, templates): inside the installed wheel, else the source tree."""
-    for candidate in (PACKAGE_DIR / "_data" / kind, PACKAGE_DIR.parent / kind):
-        if candidate.is_dir():
-            return candidate
-    raise CatalogError(f"novagen's '{kind}' data is missing from {PACKAGE_DIR}: reinstall novagen")
 
 
 def slug(name: str) -> str:
@@ -172,7 +154,7 @@ def entry_document(alg: Algorithm, name: str, provenance: dict[str, Any]) -> dic
 
 def write_entry(alg: Algorithm, name: str, provenance: dict[str, Any], directory: Path | None = None) -> Path:
     """Prove and write one entry into `directory` (default: the source tree's verify/)."""
-    from novagen.export import atomic_write
+    from novagen.files import atomic_write
 
     doc = entry_document(alg, name, provenance)
     path = (directory or PACKAGE_DIR.parent / "verify") / f"{slug(name)}.json"

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -19,31 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from novagen import __version__
-from novagen.algebra import Algorithm, AnyAlgorithm, Matrix, format_point, round_fraction
+from novagen.algebra import Algorithm, AnyAlgorithm, Matrix, round_fraction
 from novagen.errors import InputError
+from novagen.files import atomic_write
 from novagen.metrics import metrics
-
-
-def atomic_write(path: str | Path, data: str | bytes) -> Path:
-    """Write `data` to `path` via a temporary file and a rename; parent folders are created."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder {path.parent}: {exc.strerror}") from None
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; give a file name to write")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from novagen.points import format_point
+from novagen.version import __version__
 
 
 def document(alg: AnyAlgorithm) -> dict[str, Any]:

@@ -35,6 +35,27 @@ def signed_bits(bound: int | Fraction) -> int:
     return int(ceil(bound)).bit_length() + 1
 
 
+def csd(c: int) -> list[tuple[int, int]]:
+    """Canonic signed digits of c: [(shift, ±1)], fewest nonzero digits, no two adjacent."""
+    digits, k = [], 0
+    while c:
+        if c & 1:
+            d = 2 - (c & 3)  # 1 if c ≡ 1 (mod 4), -1 if c ≡ 3
+            digits.append((k, d))
+            c -= d
+        c >>= 1
+        k += 1
+    return digits
+
+
+def csd_adders(c: int) -> int:
+    """Two-input adders of a CSD constant multiplier (a negation counts as one)."""
+    d = csd(abs(c))
+    neg = c < 0
+    positive = sum(s > 0 for _, s in d)
+    return len(d) - 1 + (1 if (neg and positive == len(d)) or (not neg and positive == 0) else 0)
+
+
 def var_l1(prog: Program) -> list[Fraction]:
     """L1 norm of the linear form of every variable of a program (inputs, then one per op): |var| ≤ L1 · max|x|."""
     n = prog.n_inputs

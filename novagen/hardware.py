@@ -16,19 +16,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from novagen.algebra import Algorithm, format_point
+from novagen.algebra import Algorithm
 from novagen.backends import verilog
 from novagen.errors import CatalogError, InputError
-from novagen.fixedpoint import FixedPointDesign, measure
+from novagen.fixedpoint import FixedPointDesign, csd_adders, measure
 from novagen.metrics import metrics
+from novagen.points import format_point
 
-FAMILIES = ("ice40", "xilinx")
+SYNTH_FAMILIES = ("ice40", "xilinx")
+"""The FPGA families yosys synthesizes the RTL for."""
 _BEST_DYADIC = re.compile(r"^F\((\d+),(\d+)\)/best-dyadic$")
 
 
 def resolve(name: str, points: str | None = None) -> Algorithm:
     """A catalog name or spec (with points); "F(m,r)/best-dyadic", when the catalog lacks it, is searched
-    for: novagen.search over dyadic rationals with denominators ≤ 8, objective vandermonde, seed 0."""
+    for: novagen.pointsearch.search over dyadic rationals with denominators ≤ 8, objective vandermonde, seed 0."""
     from novagen.catalog import algorithm
 
     try:
@@ -37,7 +39,7 @@ def resolve(name: str, points: str | None = None) -> Algorithm:
         mt = _BEST_DYADIC.match(name.replace(" ", ""))
         if not mt:
             raise
-        from novagen.search import search
+        from novagen.pointsearch import search
 
         spec = f"F({mt.group(1)},{mt.group(2)})"
         best = search(spec, "vandermonde", max_denominator=8, dyadic=True, seed=0, max_evaluations=4000).best
@@ -54,7 +56,8 @@ def is_dyadic(alg: Algorithm) -> bool:
 
 
 def report(alg: Algorithm, input_bits: int = 8, channels: int = 16, coef_bits: int = 16,
-           families: tuple[str, ...] = FAMILIES, yosys: bool = True, error_shape: tuple[int, ...] = (1, 8, 24, 24, 8),
+           families: tuple[str, ...] = SYNTH_FAMILIES, yosys: bool = True,
+           error_shape: tuple[int, ...] = (1, 8, 24, 24, 8),
            seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The cost and error of one algorithm's fixed-point transforms (one axis each; a 2D tile uses the
     input transform 2α times and the output transform α + m times)."""
@@ -102,7 +105,7 @@ def tile_adders_per_output(alg: Algorithm, input_bits: int = 8) -> float:
     adds = []
     for prog in (des.bt_program, des.at_program):
         c = prog.counts()
-        adds.append(c["adds"] + sum(verilog.csd_adders(int(op.c)) for op in prog.ops if op.kind in ("mul", "shift")))
+        adds.append(c["adds"] + sum(csd_adders(int(op.c)) for op in prog.ops if op.kind in ("mul", "shift")))
     a, m = alg.alpha, alg.m
     return (2 * a * adds[0] + (a + m) * adds[1]) / (m * m)
 
@@ -112,7 +115,8 @@ def _adders_objective(ps: Any) -> float:
     points are not yet exact."""
     if ps.exact is None:
         return 1.0
-    from novagen.algebra import INF, cook_toom
+    from novagen.algebra import cook_toom
+    from novagen.points import INF
 
     pts = (*ps.exact, INF) if ps.infinity else tuple(ps.exact)
     try:
@@ -123,8 +127,8 @@ def _adders_objective(ps: Any) -> float:
 
 
 def register_search_objective() -> None:
-    """Make "adders" available to novagen.search (e.g. objective "transforms + 2*adders", dyadic=True)."""
-    from novagen.search import OBJECTIVES, Objective, register_objective
+    """Make "adders" available to the point search (e.g. objective "transforms + 2*adders", dyadic=True)."""
+    from novagen.pointsearch import OBJECTIVES, Objective, register_objective
 
     if "adders" not in OBJECTIVES:
         register_objective(Objective(

@@ -23,9 +23,9 @@ import sympy
 from sympy import QQ
 from sympy.polys.rings import ring
 
-from novagen import __version__
 from novagen.algebra import Algorithm, AnyAlgorithm, Matrix, Nested
 from novagen.errors import VerificationFailed
+from novagen.version import __version__
 
 SYMBOLIC_2D_MAX_ALPHA = 8
 """2D symbolic proofs run for alpha <= 8 by default (alpha = 8 takes a few seconds)."""

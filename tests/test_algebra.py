@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from novagen import INF, Algorithm, Nested, algorithm, build, from_dict, parse_points, parse_spec
-from novagen.algebra import MAX_ALPHA, Spec, family_points, normalize_points, round_fraction
+from novagen.algebra import MAX_ALPHA, Spec, normalize_points, round_fraction
 from novagen.errors import PointsError, SpecError, TransformFileError
 from novagen.metrics import metrics
+from novagen.points import family_points
 from novagen.reference import correlate_direct
 
 F = Fraction

@@ -6,7 +6,7 @@ import pytest
 
 import novagen
 from novagen.errors import InputError
-from novagen.fixedpoint import FixedPointDesign, design, layer_test_data, measure, signed_bits
+from novagen.fixedpoint import FixedPointDesign, csd, csd_adders, design, layer_test_data, measure, signed_bits
 from novagen.reference import correlate_direct
 
 NAMES = ["F(2,3)/classic", "F(4,3)/classic", "F(4,3)/nova", "F(6,3)/classic", "F(6,3)/nova"]
@@ -77,3 +77,12 @@ def test_bad_input():
         des.transform_weights(np.full((1, 2, 3, 3), 2.0))
     with pytest.raises(InputError, match="8-bit"):
         des.run(np.full((1, 2, 6, 6), 300), des.transform_weights(np.zeros((1, 2, 3, 3))))
+
+
+@pytest.mark.parametrize("c", [1, 3, 5, 7, 11, 23, 245, 1296, 16807, -5, -7, -16, 2**20 - 1])
+def test_csd_digits(c):
+    d = csd(abs(c))
+    assert sum(s << k for k, s in d) == abs(c)
+    ks = sorted(k for k, _ in d)
+    assert all(b - a >= 2 for a, b in zip(ks, ks[1:]))  # canonic: no two adjacent nonzero digits
+    assert csd_adders(c) >= len(d) - 1

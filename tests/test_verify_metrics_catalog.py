@@ -9,7 +9,7 @@ from novagen import catalog as catalog_mod
 from novagen.algebra import Nested
 from novagen.errors import CatalogError, PointsError, VerificationFailed
 
-# --- metrics: the reference table of DESIGN.md ---------------------------------------------
+# --- metrics: the reference table of ARCHITECTURE.md ---------------------------------------------
 
 
 @pytest.mark.parametrize("name,kappa,unit", [
@@ -22,7 +22,7 @@ from novagen.errors import CatalogError, PointsError, VerificationFailed
     ("F(8,3)/nova", 474.1, 0.1),
 ])
 def test_vandermonde_cond_reference_table(name, kappa, unit):
-    """DESIGN.md's table, each value to the digits it is printed with."""
+    """ARCHITECTURE.md's table, each value to the digits it is printed with."""
     m = metrics(algorithm(name))
     assert m["vandermonde_cond"] == pytest.approx(kappa, abs=unit / 2)
     assert m["vandermonde_cond_2d"] == pytest.approx(m["vandermonde_cond"] ** 2)
@@ -37,7 +37,7 @@ def test_paper_improvement_factor_f83():
 
 def test_amplification_ranks_classic_f63_ahead_of_paper_set():
     # kappa(V) says the paper's set is 12x better; the transform-based amplification says the
-    # opposite, as measured fp16 error does (DESIGN.md: 5.3e-2 vs 7.4e-3).
+    # opposite, as measured fp16 error does (ARCHITECTURE.md: 5.3e-2 vs 7.4e-3).
     classic, nova = metrics(algorithm("F(6,3)/classic")), metrics(algorithm("F(6,3)/nova"))
     assert nova["vandermonde_cond"] < classic["vandermonde_cond"] / 12
     assert classic["amplification_2d"] < nova["amplification_2d"]
@@ -144,7 +144,7 @@ def test_catalog_has_reference_entries():
 def test_every_certificate_rechecks(entry):
     """Each shipped certificate matches a fresh construction (balanced where its campaign says so) and
     re-proves."""
-    from novagen.accuracy import balance
+    from novagen.algebra import balance
 
     fresh = Algorithm.from_points(entry.algorithm.spec, list(entry.algorithm.points))
     if entry.provenance.get("settings", {}).get("balanced"):
