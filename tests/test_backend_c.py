@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import novagen
-from novagen.backends.c import BuildError, build, cache_dir
-from novagen.codegen import parse_layer
+from novagen.backends.c import build
+from novagen.backends.toolchain import BuildError, cache_dir
 from novagen.errors import InputError
+from novagen.layers import parse_layer
 from novagen.reference import correlate_direct
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
@@ -202,7 +203,7 @@ def test_cli_bad_input(capsys):
 
 
 def test_network_layers_resnet18():
-    from novagen.bench import network_layers
+    from novagen.layers import network_layers
 
     layers = network_layers("resnet18", batch=2)
     assert [lay.shape for lay in layers] == [(2, 64, 56, 56, 64), (2, 128, 28, 28, 128), (2, 256, 14, 14, 256),

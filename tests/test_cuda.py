@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 import novagen
-from novagen.accuracy import layer_data, policy, winograd_emulate
+from novagen.accuracy import layer_data
 from novagen.backends import cuda
+from novagen.backends.cuda.kernel import kernel_stats
 from novagen.cli import run
+from novagen.precision import policy, winograd_emulate
 from novagen.reference import correlate_direct
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and shutil.which("/usr/local/cuda/bin/nvcc") is None,
@@ -38,7 +40,7 @@ def _check_stats(alg, dtype, stats):
 def test_libraries_build_without_spills(name, dtype):
     """The shared libraries (sm_80) the emulation tests below load: ptxas figures from the real build."""
     alg = novagen.algorithm(name)
-    _check_stats(alg, dtype, cuda.build(alg, dtype, "sm_80").stats)
+    _check_stats(alg, dtype, kernel_stats(cuda.build(alg, dtype, "sm_80")))
 
 
 @needs_nvcc

@@ -10,41 +10,35 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import json
+import math
 import os
 import shlex
-import shutil
-import subprocess
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from novagen import __version__
 from novagen.algebra import Algorithm
-from novagen.catalog import data_dir
-from novagen.errors import InputError, NovagenError
-from novagen.program import programs
+from novagen.backends.base import Backend, Option, choice, one_axis, positive_int
+from novagen.backends.toolchain import BuildError, Library, build_library, find_compiler, tool_identity
+from novagen.errors import InputError
+from novagen.files import atomic_write
+from novagen.layers import LAYOUTS, check_layout, output_hw
+from novagen.program import programs, transform_cost
 from novagen.reference import resolve_padding
+from novagen.resources import templates
+from novagen.version import __version__
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-strict-aliasing", "-std=gnu11")
 TEMPLATE = "winograd_conv2d"
-
-
-class BuildError(NovagenError):
-    """No C compiler, or the compiler rejected the generated kernel."""
-
-    exit_code = 2
 
 
 class _Shape(ctypes.Structure):
     _fields_ = [(name, ctypes.c_long) for name in ("n", "c", "h", "w", "k", "oh", "ow", "pad_top", "pad_left")] + [
         ("relu", ctypes.c_int), ("threads", ctypes.c_int), ("tile_block", ctypes.c_long),
         ("budget_bytes", ctypes.c_long), ("layout", ctypes.c_int), ("stages", ctypes.c_int)]
-LAYOUTS = ("NCHW", "NHWC")
+ALL_STAGES = 7
+"""Stage bits of the kernel: 1 input transform, 2 channel GEMMs, 4 output transform."""
 
 
 def prefix(alg: Algorithm) -> str:
@@ -52,9 +46,9 @@ def prefix(alg: Algorithm) -> str:
     return f"nv_f{alg.m}_{alg.r}_{alg.content_hash[:10]}"
 
 
-def _check_alg(alg: Any) -> Algorithm:
-    if not isinstance(alg, Algorithm):
-        raise InputError(f"the C backend takes a 1D algorithm such as F(6,3)/nova (used on both axes), got {alg!r}")
+def check(alg: Any) -> Algorithm:
+    """The 1D algorithm of a C kernel (tiles up to 16 × 16)."""
+    alg = one_axis(alg, "C")
     if alg.alpha > 16:
         raise InputError(f"{alg.label}: tiles of alpha = {alg.alpha} > 16 are not supported by the C kernel")
     return alg
@@ -62,15 +56,12 @@ def _check_alg(alg: Any) -> Algorithm:
 
 def render(alg: Algorithm) -> dict[str, str]:
     """The kernel's source files: {"<prefix>.c": ..., "<prefix>.h": ...}."""
-    import jinja2
-
-    alg = _check_alg(alg)
+    alg = check(alg)
     p = programs(alg)
     a, m, r = alg.alpha, alg.m, alg.r
     xs = [f"x{i}" for i in range(a)]
     ys = [f"y[{i} * sy]" for i in range(a)]
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates") / "c")),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = templates("c")
     name = prefix(alg)
 
     def fmt(c: dict[str, int]) -> str:
@@ -88,88 +79,27 @@ def render(alg: Algorithm) -> dict[str, str]:
             f"{name}.h": env.get_template(f"{TEMPLATE}.h.j2").render(ctx)}
 
 
-def find_compiler() -> str:
-    """$CC, else cc, gcc or clang on PATH."""
-    cc = os.environ.get("CC")
-    candidates = [cc] if cc else ["cc", "gcc", "clang"]
-    for c in candidates:
-        path = shutil.which(shlex.split(c)[0]) if c else None
-        if path:
-            return path
-    raise BuildError("no C compiler found: install gcc or clang, or set CC to one")
-
-
-@functools.lru_cache(maxsize=8)
 def compiler_identity(cc: str) -> str:
     """First line of `cc --version`: part of the cache key."""
-    try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
-    except OSError as exc:
-        raise BuildError(f"cannot run the C compiler {cc}: {exc.strerror}") from None
-    return (out.stdout.splitlines() or ["unknown"])[0]
-
-
-def cache_dir() -> Path:
-    """$NOVAGEN_CACHE_DIR, else $XDG_CACHE_HOME/novagen, else ~/.cache/novagen."""
-    root = os.environ.get("NOVAGEN_CACHE_DIR")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "novagen"
+    return tool_identity(cc)
 
 
 def build_command(cc: str, sources: list[str], output: str, flags: tuple[str, ...] = FLAGS) -> list[str]:
     return [cc, *flags, *sources, "-o", output, "-lm"]
 
 
-@dataclass(frozen=True)
-class Built:
-    """A compiled kernel library and how it was made."""
-
-    path: Path
-    key: str
-    prefix: str
-    compiler: str
-    flags: tuple[str, ...]
-    cached: bool
-
-
-def build(alg: Algorithm, flags: tuple[str, ...] = FLAGS) -> Built:
+def build(alg: Algorithm, flags: tuple[str, ...] = FLAGS) -> Library:
     """Compile (or find in the cache) the shared library of an algorithm's kernel."""
-    alg = _check_alg(alg)
+    alg = check(alg)
     files = render(alg)
     cc = find_compiler()
     ident = compiler_identity(cc)
-    h = hashlib.sha256()
-    for part in (alg.content_hash, *(files[k] for k in sorted(files)), cc, ident, " ".join(flags)):
-        h.update(part.encode())
-        h.update(b"\0")
-    key = h.hexdigest()
-    folder = cache_dir() / "c" / key[:32]
-    lib = folder / "kernel.so"
-    meta = folder / "key.json"
-    if lib.is_file() and meta.is_file():
-        try:
-            if json.loads(meta.read_text()).get("key") == key:
-                return Built(lib, key, prefix(alg), ident, flags, True)
-        except (OSError, json.JSONDecodeError):
-            pass
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        for name, text in files.items():
-            (Path(tmp) / name).write_text(text)
-        out = Path(tmp) / "kernel.so"
-        cmd = build_command(cc, [str(Path(tmp) / n) for n in files if n.endswith(".c")], str(out), flags)
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-        if proc.returncode != 0:
-            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
-            raise BuildError(f"{Path(cc).name} failed on the {alg.label} kernel: {first}")
-        os.replace(out, lib)
-        for name, text in files.items():
-            (folder / name).write_text(text)
-        meta.write_text(json.dumps({"key": key, "algorithm": alg.label, "hash": alg.content_hash,
-                                    "compiler": ident, "flags": list(flags)}))
-    return Built(lib, key, prefix(alg), ident, flags, False)
+    sources = [n for n in files if n.endswith(".c")]
+    return build_library("c", (alg.content_hash, cc, ident, " ".join(flags)), files,
+                         lambda src, out: build_command(cc, [str(src / n) for n in sources], str(out), flags),
+                         f"the {alg.label} C kernel",
+                         {"algorithm": alg.label, "hash": alg.content_hash, "prefix": prefix(alg),
+                          "compiler": ident, "flags": list(flags)})
 
 
 @functools.lru_cache(maxsize=64)
@@ -209,16 +139,15 @@ class Kernel:
     def __init__(self, alg: Algorithm, padding: Any = 1, layer: tuple[int, ...] | None = None, relu: bool = False,
                  threads: int | None = None, tile_block: int = 0, layout: str = "NCHW",
                  flags: tuple[str, ...] = FLAGS) -> None:
-        self.algorithm = _check_alg(alg)
-        if str(layout).upper() not in LAYOUTS:
-            raise InputError(f"layout '{layout}' is not supported: use NCHW or NHWC")
-        self.layout = str(layout).upper()
-        self.pads = resolve_padding(padding, (alg.r, alg.r))
+        self.algorithm = check(alg)
+        self.layout = check_layout(layout)
+        self.pads = resolve_padding(padding, (self.algorithm.r, self.algorithm.r))
         self.relu = relu
         self.threads = threads or os.cpu_count() or 1
         self.tile_block = tile_block
-        self.built = build(alg, flags)
-        self._lib = _load(str(self.built.path), self.built.prefix)
+        self.built = build(self.algorithm, flags)
+        self.prefix = prefix(self.algorithm)
+        self._lib = _load(str(self.built.path), self.prefix)
         self.layer = tuple(int(v) for v in layer) if layer is not None else None
         if self.layer is not None and len(self.layer) != 5:
             raise InputError(f"layer {layer} must be (N, C, H, W, K)")
@@ -229,9 +158,9 @@ class Kernel:
         self._u: np.ndarray | None = None
 
     def _fn(self, name: str) -> Any:
-        return getattr(self._lib, f"{self.built.prefix}_{name}")
+        return getattr(self._lib, f"{self.prefix}_{name}")
 
-    def shape_for(self, x_shape: tuple[int, ...], k: int) -> _Shape:
+    def _shape_for(self, x_shape: tuple[int, ...], k: int) -> _Shape:
         n, c, h, w = x_shape
         (pt, pb), (pl, pr) = self.pads
         r = self.algorithm.r
@@ -239,15 +168,12 @@ class Kernel:
         if oh < 1 or ow < 1:
             raise InputError(f"input {h}x{w} with padding {self.pads} is smaller than the {r}x{r} kernel")
         return _Shape(n, c, h, w, k, oh, ow, pt, pl, int(self.relu), self.threads, self.tile_block, 0,
-                      LAYOUTS.index(self.layout), 7)
-
-    def _shape_ref(self) -> Any:
-        return ctypes.byref(self._shape)
+                      LAYOUTS.index(self.layout), ALL_STAGES)
 
     def _prepare(self, x_shape: tuple[int, ...], k: int) -> _Shape:
         key = (*x_shape, k)
         if key != self._key:
-            self._shape = self.shape_for(x_shape, k)
+            self._shape = self._shape_for(x_shape, k)
             self._work = _aligned(self._fn("workspace_floats")(ctypes.byref(self._shape)))
             self._key = key
             self._w = None
@@ -267,9 +193,10 @@ class Kernel:
         self._w, self._u = w, u
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None,
-                 out: np.ndarray | None = None) -> np.ndarray:
+                 out: np.ndarray | None = None, stages: int = ALL_STAGES) -> np.ndarray:
         """y for input x and weights w (+ bias); `out`, a C-contiguous float32 array of y's shape, is
-        written in place of a new array (saves the page faults of a fresh large array per call)."""
+        written in place of a new array (saves the page faults of a fresh large array per call).
+        `stages` runs only some stages (bits of ALL_STAGES), for profiling one of them."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         r = self.algorithm.r
         nhwc = self.layout == "NHWC"
@@ -295,8 +222,22 @@ class Kernel:
                              f"got {out.dtype} {out.shape}")
         else:
             y = out
-        self._fn("conv2d")(ctypes.byref(s), _ptr(x), _ptr(self._u), _ptr(bias), _ptr(y), _ptr(self._work))
+        s.stages = stages
+        try:
+            self._fn("conv2d")(ctypes.byref(s), _ptr(x), _ptr(self._u), _ptr(bias), _ptr(y), _ptr(self._work))
+        finally:
+            s.stages = ALL_STAGES
         return y
+
+    def gemm_flops(self) -> float:
+        """FLOPs of the channel-GEMM stage for the shape of the last call, as the kernel computes them
+        (tiles padded to its tile block, K to 16, C as given)."""
+        if self._shape is None:
+            raise InputError("call the kernel once first: the GEMM size depends on the input shape")
+        s, alg = self._shape, self.algorithm
+        tiles = s.n * math.ceil(s.oh / alg.m) * math.ceil(s.ow / alg.m)
+        tb = self._fn("tile_block")(ctypes.byref(s))
+        return 2.0 * alg.alpha ** 2 * math.ceil(tiles / tb) * tb * s.c * (-(-s.k // 16) * 16)
 
     def ukernel_gflops(self, reps: int = 200_000) -> float:
         """GFLOP/s of the GEMM micro-kernel on cache-resident data with all threads (best of 3)."""
@@ -317,5 +258,76 @@ class Kernel:
 
 
 def compile_kernel(alg: Algorithm, layer: tuple[int, ...] | None = None, padding: Any = 1, **options: Any) -> Kernel:
-    """Build (or load from the cache) the C kernel of `alg` for NCHW fp32 conv2d."""
+    """Build (or load from the cache) the C kernel of `alg` for fp32 conv2d."""
     return Kernel(alg, padding=padding, layer=layer, **options)
+
+
+def _readme(alg: Algorithm, name: str, layer: tuple[int, ...] | None, padding: Any, cmd: list[str]) -> str:
+    p = programs(alg)
+    cost = transform_cost(alg)
+    shape = "any shape" if layer is None else "N, C, H, W, K = " + ", ".join(map(str, layer))
+    lines = [
+        f"# {name}: fused Winograd conv2d, {alg.label}",
+        "",
+        f"Generated by novagen for {alg.label} (F({alg.m}x{alg.m},{alg.r}x{alg.r}), tile {alg.alpha}x{alg.alpha}, "
+        f"sha256 {alg.content_hash}); layer: {shape}, padding {padding}.",
+        "fp32, NCHW in and out, weights (K, C, r, r). The shape is given at run time in an `nv_shape`.",
+        "",
+        "Calls, in order:",
+        "",
+        f"1. `{name}_weight_floats(&s)` and `{name}_workspace_floats(&s)`: buffer sizes in floats.",
+        f"2. `{name}_transform_weights(&s, w, u)`: once per weight tensor.",
+        f"3. `{name}_conv2d(&s, x, u, bias_or_NULL, y, work)`: per input.",
+        "",
+        "Set `s.stages = 7` (all stages) and `s.threads` to the number of OpenMP threads.",
+        "",
+        "Transform programs (adds/muls/shifts, shared subexpressions; dense product in brackets):",
+        "",
+    ]
+    for label, prog, M in (("BT", p.BT, alg.BT), ("AT", p.AT, alg.AT), ("G", p.G, alg.G)):
+        c = prog.counts()
+        lines.append(f"- {label}: {c['adds']}/{c['muls']}/{c['shifts']} = {c['total']} "
+                     f"({len(M) * (2 * len(M[0]) - 1)})")
+    lines += [f"- one 2D tile (input + output transforms): {cost['total']} ({cost['naive']['total']})", "",
+              "Build:", "", "```", " ".join(shlex.quote(c) for c in cmd), "```", ""]
+    return "\n".join(lines)
+
+
+def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None = None,
+             padding: int = 1) -> list[Path]:
+    """Write the kernel's .c and .h, a Makefile, build.sh and a README into `out_dir`."""
+    alg = check(alg)
+    if layer is not None:
+        output_hw(layer, alg.r, padding)
+    files = render(alg)
+    name = prefix(alg)
+    try:
+        cc = Path(find_compiler()).name
+    except BuildError:
+        cc = "cc"
+    cmd = build_command(cc, [f"{name}.c"], f"lib{name}.so", FLAGS)
+    out = Path(out_dir)
+    written = [atomic_write(out / fname, text) for fname, text in files.items()]
+    make = (f"CC ?= {cc}\nCFLAGS ?= {' '.join(FLAGS)}\n\nlib{name}.so: {name}.c {name}.h\n"
+            f"\t$(CC) $(CFLAGS) {name}.c -o $@ -lm\n\nclean:\n\trm -f lib{name}.so\n")
+    written.append(atomic_write(out / "Makefile", make))
+    written.append(atomic_write(out / "build.sh", "#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\n"
+                                + " ".join(shlex.quote(c) for c in cmd) + "\n"))
+    (out / "build.sh").chmod(0o755)
+    written.append(atomic_write(out / "README.md", _readme(alg, name, layer, padding, cmd)))
+    return written
+
+
+BACKENDS = (Backend(
+    name="c",
+    summary="fused fp32 Winograd conv2d in C (AVX2/AVX-512, OpenMP), built with the system compiler",
+    generate=generate,
+    compile=compile_kernel,
+    compile_options=(
+        Option("relu", "apply ReLU to the output", False, bool),
+        Option("threads", "OpenMP threads (default: all cores)", None, positive_int("threads", 1, 4096)),
+        Option("tile_block", "tiles per block (0: automatic)", 0, positive_int("tile_block", 0)),
+        Option("layout", "NCHW or NHWC", "NCHW", choice("layout", LAYOUTS, str.upper)),
+        Option("flags", "compiler flags", FLAGS, tuple),
+    ),
+),)

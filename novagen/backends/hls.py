@@ -22,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from novagen import __version__
 from novagen.algebra import Algorithm, from_dict
-from novagen.backends.c import BuildError
-from novagen.catalog import data_dir
+from novagen.backends.base import Backend, Option, one_axis
+from novagen.backends.toolchain import BuildError, first_error
 from novagen.errors import CheckFailed, InputError
-from novagen.export import atomic_write
+from novagen.files import atomic_write
 from novagen.fixedpoint import FixedPointDesign, design, layer_test_data
 from novagen.program import Program
+from novagen.resources import templates
+from novagen.version import __version__
 
 DEFAULT_LAYER = (1, 16, 32, 32, 16)
 CXXFLAGS = ("-O1", "-std=c++14", "-w")
@@ -60,8 +61,6 @@ def _int_lines(prog: Program, inputs: list[str], outputs: list[str], ctype: str)
 
 def render(des: FixedPointDesign, layer: tuple[int, ...], padding: int, uq: np.ndarray) -> dict[str, str]:
     """The design's source files: <prefix>.h, <prefix>.cpp, weights.h, tb.cpp, run_hls.tcl."""
-    import jinja2
-
     alg = des.alg
     a, m, r = alg.alpha, alg.m, alg.r
     _, C, H, W, K = layer
@@ -86,8 +85,7 @@ def render(des: FixedPointDesign, layer: tuple[int, ...], padding: int, uq: np.n
         "shifts": ", ".join(str(fm - des.frac[i][j]) for i in range(a) for j in range(a)),
         "uq": [[", ".join(str(int(v)) for v in uq[k, c].reshape(-1)) for c in range(C)] for k in range(K)],
     }
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates") / "hls")),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = templates("hls")
     return {f"{name}.h": env.get_template("winograd.h.j2").render(ctx),
             f"{name}.cpp": env.get_template("winograd.cpp.j2").render(ctx),
             "weights.h": env.get_template("weights.h.j2").render(ctx),
@@ -121,9 +119,10 @@ def _readme(des: FixedPointDesign, name: str, layer: tuple[int, ...], padding: i
     ])
 
 
-def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None = None, bits: str | int = "auto",
-             padding: int = 1, seed: int = 0, coef_bits: int = 16) -> list[Path]:
+def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None = None, padding: int = 1,
+             bits: str | int = "auto", seed: int = 0, coef_bits: int = 16) -> list[Path]:
     """Write the HLS design, testbench, Tcl script, test data and README into `out_dir`."""
+    alg = one_axis(alg, "hls")
     layer = tuple(layer) if layer is not None else DEFAULT_LAYER
     if padding < 0:
         raise InputError(f"padding {padding} must be at least 0")
@@ -201,8 +200,7 @@ def simulate(folder: str | Path, cxx: str | None = None) -> SimReport:
                                str(folder / "tb.cpp"), "-o", str(exe)], capture_output=True, text=True)
         t1 = time.perf_counter()
         if proc.returncode != 0:
-            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
-            raise BuildError(f"{Path(compiler).name} failed on the HLS design in {folder}: {first}")
+            raise BuildError(f"{Path(compiler).name} failed on the HLS design in {folder}: {first_error(proc.stderr)}")
         out = Path(tmp) / "y.txt"
         run = subprocess.run([str(exe), str(folder / "data" / "x.txt"), str(out)], capture_output=True, text=True)
         t2 = time.perf_counter()
@@ -222,3 +220,9 @@ def simulate(folder: str | Path, cxx: str | None = None) -> SimReport:
                      bool((err <= bound).all()), t1 - t0, t2 - t1)
 
 
+BACKENDS = (Backend(
+    name="hls",
+    summary="fixed-point Winograd conv2d as an HLS C++ dataflow design (ap_fixed/ap_int), testbench and Tcl",
+    generate=generate,
+    generate_options=(Option("bits", "'auto' or the input word width", "auto"),),
+),)

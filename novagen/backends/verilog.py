@@ -17,34 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from novagen import __version__
 from novagen.algebra import Algorithm
-from novagen.catalog import data_dir
+from novagen.backends.base import Backend, Option, one_axis
 from novagen.errors import CheckFailed, InputError
-from novagen.export import atomic_write
-from novagen.fixedpoint import FixedPointDesign, signed_bits, var_l1
+from novagen.files import atomic_write
+from novagen.fixedpoint import FixedPointDesign, csd, signed_bits, var_l1
 from novagen.program import ZERO, Program
-
-
-def csd(c: int) -> list[tuple[int, int]]:
-    """Canonic signed digits of c: [(shift, ±1)], fewest nonzero digits, no two adjacent."""
-    digits, k = [], 0
-    while c:
-        if c & 1:
-            d = 2 - (c & 3)  # 1 if c ≡ 1 (mod 4), -1 if c ≡ 3
-            digits.append((k, d))
-            c -= d
-        c >>= 1
-        k += 1
-    return digits
-
-
-def csd_adders(c: int) -> int:
-    """Two-input adders of a CSD constant multiplier (a negation counts as one)."""
-    d = csd(abs(c))
-    neg = c < 0
-    positive = sum(s > 0 for _, s in d)
-    return len(d) - 1 + (1 if (neg and positive == len(d)) or (not neg and positive == 0) else 0)
+from novagen.resources import templates
+from novagen.version import __version__
 
 
 def _fit(name: str, wf: int, wt: int) -> str:
@@ -165,10 +145,7 @@ def _vectors(M: tuple[tuple[int, ...], ...], in_width: int, count: int, seed: in
 def render_module(rtl: Rtl, M: tuple[tuple[int, ...], ...], what: str, mat_name: str, label: str,
                   vectors: int = 200, seed: int = 0) -> dict[str, str]:
     """{<name>.v, <name>_tb.v} for one transform."""
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates") / "verilog")),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = templates("verilog")
     vecs = []
     for x in _vectors(M, rtl.in_width, vectors, seed):
         y = [sum(int(c) * int(v) for c, v in zip(row, x)) for row in M]
@@ -190,17 +167,19 @@ def prefix(alg: Algorithm) -> str:
 def transforms(alg: Algorithm, bits: int = 8, channels: int = 16, coef_bits: int = 16) -> dict[str, tuple[Rtl, Any]]:
     """The two transforms of `alg` as RTL: "bt" (b-bit input), "at" (input as wide as the aligned
     accumulators of the fixed-point pipeline for `channels` and `coef_bits`), with their integer matrices."""
-    if not isinstance(alg, Algorithm):
-        raise InputError(f"the Verilog target takes a 1D algorithm such as F(4,3)/classic, got {alg!r}")
+    alg = one_axis(alg, "verilog")
     des = FixedPointDesign(alg, in_bits=int(bits), coef_bits=coef_bits, channels=channels)
     name = prefix(alg)
     return {"bt": (build_rtl(des.bt_program, des.in_bits, f"{name}_bt"), des.B),
             "at": (build_rtl(des.at_program, des.widths["m"], f"{name}_at"), des.A)}
 
 
-def generate(alg: Algorithm, out_dir: str | Path, bits: int | str = 8, channels: int = 16) -> list[Path]:
+def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None = None, padding: int = 1,
+             bits: int | str = 8) -> list[Path]:
     """Write <prefix>_bt.v, <prefix>_at.v, their testbenches, run_sim.sh and a README into `out_dir`
-    (`bits`: the input width, "auto" = 8)."""
+    (`bits`: the input width, "auto" = 8); the output transform is as wide as the accumulators of the
+    layer's C input channels (16 without a layer)."""
+    channels = layer[1] if layer is not None else 16
     try:
         b = 8 if str(bits).strip().lower() == "auto" else int(bits)
     except (TypeError, ValueError):
@@ -302,3 +281,9 @@ def synth_stats(path: str | Path, top: str, family: str = "ice40") -> dict[str, 
     return {"luts": luts, "carry": carry, "dsps": dsps, "cells": sum(cells.values())}
 
 
+BACKENDS = (Backend(
+    name="verilog",
+    summary="the integer-scaled input and output transforms as shift-add RTL with testbenches",
+    generate=generate,
+    generate_options=(Option("bits", "input word width (auto: 8)", 8),),
+),)
