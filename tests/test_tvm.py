@@ -282,7 +282,7 @@ def test_cli_bench_tvm_with_direct(capsys: Any) -> None:
 @pytest.mark.parametrize("argv,match", [
     (["generate", "F(4,3)/nova", "--target", "tvm-llvm"], "--layer"),
     (["generate", "F(4,3)/nova", "--target", "tvm-llvm", "--layer", "1,8,8,8,8", "--layout", "NWHC"], "layout"),
-    (["generate", "F(4,3)/nova", "--target", "c", "--layout", "NHWC"], "TVM targets"),
+    (["generate", "F(4,3)/nova", "--target", "c", "--layout", "NHWC"], "option of tvm-llvm, tvm-cuda"),
     (["generate", "F(4,3)/nova", "--target", "tvm-llvm", "--layer", "1,8,8,8,8", "--tuned", "/nonexistent"],
      "not a folder"),
     (["tune", "F(4,3)/nova", "--layer", "1,8,8,8,8", "--target", "cuda"], "llvm"),
@@ -354,7 +354,7 @@ def test_tune_resume_and_load(tmp_path: Any) -> None:
 def test_bench_tuned_against_tvm_direct(tmp_path: Any) -> None:
     """Tune ours and TVM's direct conv2d a few trials in-process; the bench times untuned, tuned, TVM
     unscheduled and TVM tuned side by side, every candidate correct."""
-    from novagen.bench import Layer
+    from novagen.layers import Layer
 
     db = tmp_path / "db"
     layer = (1, 16, 12, 12, 16)

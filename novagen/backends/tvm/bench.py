@@ -1,0 +1,122 @@
+"""The TVM benchmark: our Winograd modules (untuned and tuned), TVM's own direct conv2d (unscheduled and
+tuned) and torch.conv2d per layer, through the one timing harness (`novagen.timing`), in blocks: a torch
+call right after some MetaSchedule-tuned TVM modules is up to 8× slower (the two thread pools contend),
+which alternating would charge to the baseline."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from novagen.backends.tvm.runtime import Conv2d, DirectConv2d
+from novagen.backends.tvm.spec import TVMError, load_tvm, one_axis_tvm
+from novagen.backends.tvm.targets import host_target
+from novagen.backends.tvm.tuning import load_tuned
+from novagen.layers import Layer, direct_gflop
+from novagen.timing import FP32_BOUND, Candidate, fastest, geomean_ratio, machine_info, measure, settings, torch_layer
+
+
+def tuned_or_none(alg: Any, layer: Any, db: str | os.PathLike[str] | None, padding: Any, layout: str) -> Any:
+    """The tuned module of `alg` for the layer from `db`, or None when there is no database or record."""
+    if db is None:
+        return None
+    try:
+        return load_tuned(alg, layer, db, padding, layout=layout)
+    except TVMError:
+        return None
+
+
+# per candidate group: the row's keys for the fastest candidate's label, its time and torch's time over it
+ROW_KEYS = {"ours": ("algorithm", "ours_ms", "ratio"),
+            "tuned": ("tuned_algorithm", "tuned_ms", "tuned_ratio"),
+            "tvm_default": ("tvm_default_kind", "tvm_default_ms", "tvm_default_ratio"),
+            "tvm_tuned": ("tvm_tuned_kind", "tvm_tuned_ms", "tvm_tuned_ratio")}
+
+
+def _candidates(layer: Layer, algorithms: Sequence[Any], x: np.ndarray, wt: np.ndarray, layout: str,
+                tuned: str | os.PathLike[str] | None, direct: bool) -> list[Candidate]:
+    """Every TVM candidate of a layer, named "group:label", each running on prepared tvm tensors."""
+    tvm = load_tvm()
+    out = []
+    for alg in algorithms:
+        label = one_axis_tvm(alg).label
+        for group, mod in (("ours", None), ("tuned", tuned_or_none(alg, layer.shape, tuned, layer.padding, layout))):
+            if group == "tuned" and mod is None:
+                continue
+            conv = Conv2d(alg, layer.shape, layer.padding, layout=layout, mod=mod)
+            conv.set_weights(wt)
+            xi = tvm.runtime.tensor(x, conv.dev)
+            out.append(Candidate(f"{group}:{label}", lambda conv=conv, xi=xi: conv.run(xi), lambda y: y.numpy(),
+                                 FP32_BOUND))
+    if direct:
+        for group, mod in (("tvm_default", None),
+                           ("tvm_tuned", tuned_or_none("direct", layer.shape, tuned, layer.padding, layout))):
+            if group == "tvm_tuned" and mod is None:
+                continue
+            dc = DirectConv2d(layer.shape, layer.padding, layout=layout, mod=mod)
+            xi, wi = tvm.runtime.tensor(x, dc.dev), dc.weights(wt)
+            out.append(Candidate(f"{group}:direct", lambda dc=dc, xi=xi, wi=wi: dc.run(xi, wi), lambda y: y.numpy(),
+                                 FP32_BOUND))
+    return out
+
+
+def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Any], repeats: int = 5, threads: int | None = None,
+                 layout: str = "NCHW", tuned: str | os.PathLike[str] | None = None, direct: bool = False,
+                 progress: Any = None) -> dict[str, Any]:
+    """Time the TVM modules of each algorithm against torch conv2d per layer.
+
+    Per layer: the fastest untuned algorithm ("ours"); with `tuned`, the fastest algorithm tuned in that
+    database ("tuned"); with `direct`, TVM's own direct conv2d unscheduled ("tvm_default") and, when
+    `tuned` holds a record of it (`tune("direct", ...)`), tuned ("tvm_tuned").  The ratios are torch time
+    over ours; "tuned_vs_tvm_tuned" is TVM's tuned direct conv2d over our tuned Winograd.  Every output is
+    checked against torch's float64 conv2d first; a candidate off by more than its bound is listed under
+    "failed" and never ranked."""
+    import torch
+
+    tvm = load_tvm()
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    rows = []
+    for layer in layers:
+        data = torch_layer(layer.shape, layer.padding, layout)
+        cands = _candidates(layer, algorithms, data.x, data.w, layout, tuned, direct)
+        ref = data.reference
+        times = measure([data.baseline, *cands], ref, repeats, order="blocks", keep_outputs=True)
+        base_y = times["baseline"].output
+        base = times["baseline"].median_ms
+        gf = direct_gflop(layer.shape, 3, layer.padding)
+        row: dict[str, Any] = {
+            "layers": list(layer.names), "shape": list(layer.shape), "padding": layer.padding, "layout": layout,
+            "baseline_ms": base, "baseline_gflops": gf / base * 1e3,
+            "candidates_ms": {name: t.median_ms for name, t in times.items() if name != "baseline"},
+            "candidates": {name: t.to_dict() for name, t in times.items()},
+            "rel_error": {name: t.error for name, t in times.items()},
+            "rel_error_vs_baseline": {name: float(np.linalg.norm(t.output - base_y) / np.linalg.norm(base_y))
+                                      for name, t in times.items() if name != "baseline"},
+            "failed": [name for name, t in times.items() if not t.passed], "tuned": bool(tuned)}
+        for group, (label_key, ms_key, ratio_key) in ROW_KEYS.items():
+            best = fastest(times, [cd.name for cd in cands if cd.name.startswith(group + ":")])
+            if best is not None:
+                row.update({label_key: best.name.split(":", 1)[1], ms_key: best.median_ms,
+                            ratio_key: base / best.median_ms})
+        if "ours_ms" not in row:
+            raise TVMError(f"every TVM candidate for layer {layer.shape} failed its correctness check: "
+                           f"{row['rel_error']}")
+        row["ours_gflops"] = gf / row["ours_ms"] * 1e3
+        if "tuned_ms" in row and "tvm_tuned_ms" in row:
+            row["tuned_vs_tvm_tuned"] = row["tvm_tuned_ms"] / row["tuned_ms"]
+        rows.append(row)
+        if progress:
+            progress(f"{','.join(layer.names)}: {row['ratio']:.2f}x ({row['algorithm']})")
+    summary: dict[str, Any] = {"geomean_ratio": geomean_ratio(rows)}
+    for key in ("tuned_ratio", "tvm_default_ratio", "tvm_tuned_ratio", "tuned_vs_tvm_tuned"):
+        if rows and all(key in r for r in rows):
+            summary[f"geomean_{key}"] = geomean_ratio(rows, key)
+    return {"machine": {**machine_info(), "threads": threads, "tvm": tvm.__version__, "target": str(host_target())},
+            "baseline": {"name": "torch.nn.functional.conv2d", "version": torch.__version__},
+            "timing": settings(repeats, "blocks"), "layers": rows, **summary}
+

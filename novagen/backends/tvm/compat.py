@@ -1,0 +1,107 @@
+"""Every workaround for a private or fragile TVM API, in one place.
+
+Written against apache-tvm 0.27.0 with apache-tvm-ffi 0.1.14 (0.1.15.post2 segfaults in
+`tvm.ir.save_json`, MetaSchedule's first database write, hence the pin in the `tvm` extra).  Each function
+says what it relies on and why it is needed, so a TVM upgrade is checked here first:
+
+- `import_tensor_intrin`: patches `inspect.getmodule` during one import (TVM 0.27: 46 s -> 6 s);
+- `in_process_builder`: MetaSchedule's `local_builder.default_build` / `default_export` (module-level
+  helpers of LocalBuilder, not exported);
+- `in_process_runner`: `local_runner._worker_func` and `EvaluatorConfig._normalized` (private);
+- `drop_unnamed_handlers`: MetaSchedule's logger set-up fails on a handler without a name.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def import_tensor_intrin() -> None:
+    """Import tvm.s_tir.tensor_intrin, which MetaSchedule needs in every process that tunes, builds or runs.
+
+    Its ~500 TVMScript functions each call inspect.stack() while the import machinery is on the stack,
+    and inspect.getmodule scans all of sys.modules for every "<frozen importlib...>" frame: 46 s here.
+    Remembering getmodule's answer for those pseudo-files during the import takes it to 6 s."""
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    import inspect
+
+    original = inspect.getmodule
+    memo: dict[str, Any] = {}
+
+    def getmodule(obj: Any, _filename: str | None = None) -> Any:
+        key = _filename or getattr(getattr(obj, "f_code", obj), "co_filename", None)
+        if not isinstance(key, str) or not key.startswith("<"):
+            return original(obj, _filename)
+        if key not in memo:
+            memo[key] = original(obj, _filename)
+        return memo[key]
+
+    inspect.getmodule = getmodule
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.getmodule = original
+
+
+def in_process_builder() -> Any:
+    """A MetaSchedule builder that compiles and exports in this process: each LocalBuilder batch starts a
+    worker that imports TVM, most of the time of a short tuning run.  Relies on the module-level
+    `default_build` and `default_export` of `tvm.s_tir.meta_schedule.builder.local_builder` (TVM 0.27)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            results = []
+            for inp in build_inputs:
+                try:
+                    results.append(ms.builder.BuilderResult(default_export(default_build(inp.mod, inp.target, None)),
+                                                            None))
+                except Exception as exc:  # a candidate that fails to build is recorded as an error
+                    results.append(ms.builder.BuilderResult(None, f"in-process build: {exc}"))
+            return results
+
+    return InProcessBuilder()
+
+
+def in_process_runner() -> Any:
+    """A MetaSchedule runner that loads and times each candidate in this process (LocalRunner's own
+    measurement: random arguments, time_evaluator with its default repeats).  Relies on the private
+    `local_runner._worker_func` (its positional signature) and `EvaluatorConfig._normalized` (TVM 0.27):
+    LocalRunner offers no in-process mode."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture, _worker_func
+
+    config = ms.runner.EvaluatorConfig._normalized(None)
+
+    @derived_object
+    class InProcessRunner(ms.runner.PyRunner):
+        def run(self, runner_inputs: list[Any]) -> list[Any]:
+            futures = []
+            for inp in runner_inputs:
+                try:
+                    costs = _worker_func(None, None, None, config, 1, inp.artifact_path, inp.device_type,
+                                         tuple(a.as_json() for a in inp.args_info))
+                    futures.append(LocalRunnerFuture([float(c) for c in costs], None))
+                except Exception as exc:  # a candidate that fails to run is recorded as an error
+                    futures.append(LocalRunnerFuture(None, f"in-process run: {exc}"))
+            return futures
+
+    return InProcessRunner()
+
+
+def drop_unnamed_handlers() -> None:
+    """MetaSchedule rebuilds its loggers from the names of the handlers already on its logger and fails
+    on a handler without a name (pytest's log capture leaves such handlers behind between tests)."""
+    import logging
+
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(ms_logger.handlers):
+        if handler.get_name() is None:
+            ms_logger.removeHandler(handler)
+

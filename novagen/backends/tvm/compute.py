@@ -1,0 +1,151 @@
+"""The TE computes: the Winograd conv2d of any algorithm (its transforms emitted from novagen's transform
+programs), the weight transform done ahead of time, and TVM's own direct conv2d as the baseline.
+
+The compute follows TVM topi's Winograd conv2d (input transform, a batched GEMM over channels per
+Winograd point, output transform), but each row of BT, AT and G is straight-line code with zero terms
+dropped and ±1 as plain adds, selected by the (unrolled) row index, so no zero multiplication reaches the
+generated code.  Transforms run in two passes (columns, then rows), which keeps the tile in registers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from novagen.backends.tvm.spec import Conv2dSpec, TVMError, load_tvm, make_spec, one_axis_tvm, vector_width
+from novagen.program import compile_matrix
+
+
+def _transform(matrix: Any, xs: list[Any], index: Any) -> Any:
+    """Row `index` (a loop variable) of matrix·xs as one TIR expression emitted from the transform program
+    (zero terms and ±1 factors gone), picked by a chain of Selects on `index` that folds to a single row
+    once the loop is unrolled.  Temporaries the program shares appear as equal subtrees, which LLVM
+    merges again (Let bindings would keep them explicit, but TVM 0.27's CommonSubexprElim mis-orders
+    them)."""
+    tvm = load_tvm()
+    tirx = tvm.tirx
+    outs = compile_matrix(matrix).evaluate(xs, zero=tirx.const(0.0, "float32"))
+    body = outs[-1]
+    for i in range(len(outs) - 2, -1, -1):
+        body = tirx.Select(index == i, outs[i], body)
+    return body
+
+
+def conv2d_compute(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
+                   layout: str = "NCHW", weights: str = "precomputed", p_block: int | None = None,
+                   k_block: int | None = None) -> tuple[list[Any], Conv2dSpec]:
+    """TE tensors [x, w_or_U, y] of a Winograd conv2d (correlation, like torch conv2d), and the spec.
+
+    weights "precomputed": the second argument is U (alpha, alpha, K/k_block, C, k_block), from
+    `transform_weights` (packed so the GEMM streams each block of filters contiguously); "graph": it is
+    w (K, C, r, r) and the filter transform is part of the function.  fp16 stores x, U, V and y in float16
+    and computes every transform and the GEMM in float32.
+    """
+    tvm = load_tvm()
+    from tvm import te
+
+    spec = make_spec(alg, layer, padding, dtype, layout, weights, p_block, k_block)
+    alg = spec.alg
+    n, c, h, w, k = spec.layer
+    a, m, r = alg.alpha, alg.m, alg.r
+    kb = spec.k_block
+    pt, pl = spec.padding
+    nh, nw = spec.tiles_hw
+    tiles, pp = spec.tiles, spec.tiles_padded
+    f32 = "float32"
+    nchw = spec.layout == "NCHW"
+    tirx = tvm.tirx
+
+    x = te.placeholder(spec.input_shape, dtype, name="x")
+    wt = te.placeholder(spec.weight_shape, dtype, name="U" if weights == "precomputed" else "w")
+
+    # the input zero-padded to whole tiles, channels last: tile loads become unconditional and contiguous
+    hp, wp = nh * m + a - m, nw * m + a - m
+
+    def padded(b: Any, i: Any, j: Any, ci: Any) -> Any:
+        ih, iw = i - pt, j - pl
+        val = x[b, ci, ih, iw] if nchw else x[b, ih, iw, ci]
+        return tirx.if_then_else(tirx.all(ih >= 0, ih < h, iw >= 0, iw < w), val.astype(f32), tirx.const(0.0, f32))
+
+    xp = te.compute((n, hp, wp, c), padded, name="xp")
+
+    def load(p: Any, ci: Any, hh: Any, ww: Any) -> Any:
+        p = tirx.min(p, tiles - 1)  # the tiles that pad the count to p_block repeat the last one
+        return xp[p // (nh * nw), (p // nw) % nh * m + hh, p % nw * m + ww, ci]
+
+    # input transform, columns then rows: V[eps, nu, p, c] = (BT d B)[eps, nu]
+    d = te.compute((a, a, pp, c), lambda hh, ww, p, ci: load(p, ci, hh, ww), name="d")
+    t1 = te.compute((a, a, pp, c), lambda eps, b, p, ci: _transform(alg.BT, [d[i, b, p, ci] for i in range(a)], eps),
+                    name="BTd")
+    v = te.compute((a, a, pp, c),
+                   lambda eps, nu, p, ci: _transform(alg.BT, [t1[eps, j, p, ci] for j in range(a)], nu).astype(dtype),
+                   name="V")
+    if weights == "graph":
+        # filter transform: U[eps, nu, k / kb, c, k % kb] = (G g Gt)[eps, nu]
+        g1 = te.compute((a, r, c, k), lambda eps, s, ci, ko: _transform(
+            alg.G, [wt[ko, ci, t, s].astype(f32) for t in range(r)], eps), name="Gg")
+        u = te.compute((a, a, k // kb, c, kb), lambda eps, nu, kk, ci, ki: _transform(
+            alg.G, [g1[eps, s, ci, kk * kb + ki] for s in range(r)], nu).astype(dtype), name="U_graph")
+    else:
+        u = wt
+    rc = te.reduce_axis((0, c), name="rc")
+    mm = te.compute((a, a, pp, k), lambda eps, nu, p, ko: te.sum(
+        v[eps, nu, p, rc].astype(f32) * u[eps, nu, ko // kb, rc, ko % kb].astype(f32), axis=rc), name="M")
+    # output transform, columns then rows: Y[p, i, j, k] = (AT M A)[i, j]
+    o1 = te.compute((m, a, pp, k), lambda i, nu, p, ko: _transform(alg.AT, [mm[e, nu, p, ko] for e in range(a)], i),
+                    name="ATm")
+    yt = te.compute((pp, m, m, k), lambda p, i, j, ko: _transform(alg.AT, [o1[i, q, p, ko] for q in range(a)], j),
+                    name="Y")
+
+    def gather(b: Any, ko: Any, yy: Any, xx: Any) -> Any:
+        p = b * (nh * nw) + (yy // m) * nw + xx // m
+        return yt[p, yy % m, xx % m, ko].astype(dtype)
+
+    if nchw:
+        y = te.compute(spec.output_shape, lambda b, ko, yy, xx: gather(b, ko, yy, xx), name="y")
+    else:
+        y = te.compute(spec.output_shape, lambda b, yy, xx, ko: gather(b, ko, yy, xx), name="y")
+    return [x, wt, y], spec
+
+
+def transform_weights(alg: Any, w: np.ndarray, dtype: str = "float32", k_block: int | None = None) -> np.ndarray:
+    """U[eps, nu, k // kb, c, k % kb] = (G g Gᵀ)[eps, nu] for w (K, C, r, r), in float64 from the exact G,
+    then cast; kb = k_block (the spec's default when None)."""
+    alg = one_axis_tvm(alg)
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim != 4 or w.shape[2:] != (alg.r, alg.r):
+        raise TVMError(f"weights must be (K, C, {alg.r}, {alg.r}) for {alg.label}, got {w.shape}")
+    kn, cn = w.shape[:2]
+    kb = vector_width(kn, 16) if k_block is None else k_block
+    if kb < 1 or kn % kb:
+        raise TVMError(f"k_block {kb} must divide the {kn} filters")
+    g = alg.matrices("float64")[1]
+    u = np.einsum("et,kcts,ns->enck", g, w, g)
+    u = u.reshape(alg.alpha, alg.alpha, cn, kn // kb, kb).transpose(0, 1, 3, 2, 4)
+    return np.ascontiguousarray(u.astype(dtype))
+
+
+def direct_module(layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
+                  layout: str = "NCHW") -> Any:
+    """TVM's own direct 3x3 conv2d (topi.nn.conv2d_nchw / conv2d_nhwc) for one layer as an unscheduled
+    IRModule: main(x, w, y) with w (K, C, 3, 3) for NCHW and (3, 3, C, K) for NHWC.  This is what Relax's
+    default CPU pipeline runs for conv2d, and the workload `tune("direct", ...)` tunes."""
+    tvm = load_tvm()
+    from tvm import te, topi
+
+    spec = make_spec("F(2,3)", layer, padding, dtype, layout)  # validates the layer; only shapes are used
+    n, c, h, w, k = spec.layer
+    pads = list(spec.padding)
+    x = te.placeholder(spec.input_shape, dtype, name="x")
+    if spec.layout == "NCHW":
+        wt = te.placeholder((k, c, 3, 3), dtype, name="w")
+        y = topi.nn.conv2d_nchw(x, wt, 1, pads, 1, out_dtype=dtype)
+    else:
+        wt = te.placeholder((3, 3, c, k), dtype, name="w")
+        y = topi.nn.conv2d_nhwc(x, wt, 1, pads, 1, out_dtype=dtype)
+    shape = "x".join(map(str, spec.layer))
+    name = f"tvm_direct_{shape}_p{pads[0]}x{pads[1]}_{spec.layout.lower()}_{dtype}"
+    return tvm.IRModule({"main": te.create_prim_func([x, wt, y]).with_attr("global_symbol", name)})
+

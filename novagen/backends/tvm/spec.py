@@ -1,0 +1,148 @@
+"""What a TVM Winograd conv2d depends on, checked once: the algorithm, the layer, padding, dtype, layout,
+where the weights are transformed, and the GEMM's blocking.  Every other module of the TVM backend takes a
+`Conv2dSpec` from `make_spec`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from novagen.algebra import Algorithm
+from novagen.backends.base import one_axis
+from novagen.errors import InputError
+from novagen.layers import LAYOUTS, parse_layer
+
+WEIGHTS = ("precomputed", "graph")
+DTYPES = ("float32", "float16")
+
+
+class TVMError(InputError):
+    """TVM is missing, or a layer, layout, dtype or target it cannot build."""
+
+
+def load_tvm() -> Any:
+    """The `tvm` module; TVMError naming the extra to install when it is missing."""
+    try:
+        import tvm
+    except ImportError:
+        raise TVMError("the TVM backend needs apache-tvm: pip install 'novagen[tvm]'") from None
+    return tvm
+
+
+def one_axis_tvm(alg: Any) -> Algorithm:
+    """The 1D algorithm of a TVM conv2d (a catalog name, a spec or an Algorithm)."""
+    return one_axis(alg, "TVM")
+
+
+def vector_width(size: int, limit: int = 16) -> int:
+    """The largest power of two <= limit dividing size (the vector width of a loop of that size)."""
+    v = limit
+    while v > 1 and size % v:
+        v //= 2
+    return v
+
+
+@dataclass(frozen=True)
+class Conv2dSpec:
+    """Everything the compute depends on: the algorithm, the layer, padding, dtype, layout, weights."""
+
+    alg: Algorithm
+    layer: tuple[int, int, int, int, int]
+    padding: tuple[int, int]
+    dtype: str
+    layout: str
+    weights: str
+    p_block: int
+    k_block: int = 16
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        n, c, h, w, k = self.layer
+        r = self.alg.r
+        return h + 2 * self.padding[0] - r + 1, w + 2 * self.padding[1] - r + 1
+
+    @property
+    def tiles_hw(self) -> tuple[int, int]:
+        oh, ow = self.out_hw
+        m = self.alg.m
+        return -(-oh // m), -(-ow // m)
+
+    @property
+    def tiles(self) -> int:
+        nh, nw = self.tiles_hw
+        return self.layer[0] * nh * nw
+
+    @property
+    def tiles_padded(self) -> int:
+        return -(-self.tiles // self.p_block) * self.p_block
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        n, c, h, w, _ = self.layer
+        return (n, c, h, w) if self.layout == "NCHW" else (n, h, w, c)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        n, k = self.layer[0], self.layer[4]
+        oh, ow = self.out_hw
+        return (n, k, oh, ow) if self.layout == "NCHW" else (n, oh, ow, k)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        _, c, _, _, k = self.layer
+        a, r = self.alg.alpha, self.alg.r
+        return (a, a, k // self.k_block, c, self.k_block) if self.weights == "precomputed" else (k, c, r, r)
+
+    @property
+    def name(self) -> str:
+        """A C identifier naming the function: algorithm, layer, layout and dtype."""
+        label = "".join(ch if ch.isalnum() else "_" for ch in self.alg.label).strip("_")
+        while "__" in label:
+            label = label.replace("__", "_")
+        shape = "x".join(map(str, self.layer))
+        pad = f"p{self.padding[0]}" if self.padding[0] == self.padding[1] else f"p{self.padding[0]}x{self.padding[1]}"
+        wg = "_wg" if self.weights == "graph" else ""
+        return f"novagen_{label}_{shape}_{pad}_{self.layout.lower()}_{self.dtype}{wg}"
+
+
+def make_spec(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
+              layout: str = "NCHW", weights: str = "precomputed", p_block: int | None = None,
+              k_block: int | None = None) -> Conv2dSpec:
+    """Validate the arguments of a Winograd conv2d and gather them (raises TVMError naming the bad value).
+
+    p_block: tiles per GEMM register block (the tile count is padded to a multiple); k_block: filters per
+    packed block of the transformed weights, the GEMM's vector width (a divisor of K; default 16 or less).
+    """
+    alg = one_axis_tvm(alg)
+    shape = parse_layer(layer)
+    if shape is None:
+        raise TVMError("a layer (N, C, H, W, K) is required: TVM modules are built for one shape")
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        pads = (int(padding), int(padding))
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        pads = (int(padding[0]), int(padding[1]))
+    else:
+        raise TVMError(f"padding {padding!r} is not understood: give an int or (pad_h, pad_w)")
+    if min(pads) < 0:
+        raise TVMError(f"padding {padding!r} must not be negative")
+    if str(layout).upper() not in LAYOUTS:
+        raise TVMError(f"layout '{layout}' is not supported: use NCHW or NHWC")
+    if dtype not in DTYPES:
+        raise TVMError(f"dtype '{dtype}' is not supported: use float32 or float16 (fp32 accumulation)")
+    if weights not in WEIGHTS:
+        raise TVMError(f"weights '{weights}' is not supported: use precomputed or graph")
+    spec = Conv2dSpec(alg, shape, pads, dtype, str(layout).upper(), weights, 1)
+    if min(spec.out_hw) < 1:
+        raise TVMError(f"layer {shape} with padding {pads} is smaller than the {alg.r}x{alg.r} kernel")
+    if p_block is None:
+        p_block = min(4, spec.tiles)
+    if p_block < 1:
+        raise TVMError(f"p_block {p_block} must be at least 1")
+    k_block = vector_width(shape[4], 16) if k_block is None else k_block
+    if k_block < 1 or shape[4] % k_block:
+        raise TVMError(f"k_block {k_block} must divide the {shape[4]} filters")
+    return Conv2dSpec(alg, shape, pads, dtype, str(layout).upper(), weights, int(p_block), int(k_block))
+

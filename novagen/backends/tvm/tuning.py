@@ -1,0 +1,152 @@
+"""MetaSchedule tuning of the Winograd conv2d (and of TVM's direct conv2d, the baseline) into a JSON
+database: resumable, measured in this process or in MetaSchedule's workers, or on a device through RPC."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from novagen.backends.tvm.compat import (
+    drop_unnamed_handlers,
+    import_tensor_intrin,
+    in_process_builder,
+    in_process_runner,
+)
+from novagen.backends.tvm.compute import direct_module
+from novagen.backends.tvm.schedule import conv2d_primfunc, llvm_design_space
+from novagen.backends.tvm.spec import TVMError, load_tvm, make_spec
+from novagen.backends.tvm.targets import resolve_target
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """A tuning run: the database folder, trials before and after, and the best measured time."""
+
+    db: str
+    workload: str
+    trials_before: int
+    trials_after: int
+    best_ms: float | None
+
+
+def is_direct(alg: Any) -> bool:
+    return isinstance(alg, str) and alg.strip().lower() == "direct"
+
+
+def tuning_workload(alg: Any, layer: Any, padding: Any, dtype: str, layout: str) -> tuple[Any, str]:
+    """The unscheduled workload to tune ("main") and its name: our Winograd conv2d, or TVM's own direct
+    conv2d when alg is "direct" (the baseline tuned on the same trials)."""
+    tvm = load_tvm()
+    if is_direct(alg):
+        mod = direct_module(layer, padding, dtype, layout)
+        return mod, str(mod["main"].attrs["global_symbol"])
+    func, spec = conv2d_primfunc(alg, layer, padding, dtype, layout, "precomputed", schedule=None)
+    # MetaSchedule looks the workload up as "main"; the global symbol keeps the function's own name
+    return tvm.IRModule({"main": func}), spec.name
+
+
+def records(db: Any, mod: Any) -> list[Any]:
+    """The tuning records of a workload in a database (none when it was never tuned)."""
+    if not db.has_workload(mod):
+        return []
+    return list(db.get_top_k(db.commit_workload(mod), 1 << 30))
+
+
+def open_database(path: str | os.PathLike[str]) -> Any:
+    """The JSON tuning database in a folder (created when missing)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    os.makedirs(path, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(path))
+
+
+def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trials: int = 64,
+         padding: int | Sequence[int] = 1, dtype: str = "float32", layout: str = "NCHW", target: Any = "llvm",
+         trials_per_iter: int = 16, runner: Any = None, seed: int = 0, build_timeout: float = 300.0,
+         builder: Any = None) -> TuneResult:
+    """Tune the Winograd conv2d with MetaSchedule, recording into the JSON database folder `db`;
+    alg "direct" tunes TVM's own direct conv2d (`direct_module`) instead, the baseline on equal trials.
+
+    Resumable: trials already in `db` for this workload count toward `trials`, and the search starts from
+    them; when there are enough, nothing runs.  The builder uses one worker with a long timeout and an
+    initializer that imports the tensor intrinsics once.  `runner` defaults to a LocalRunner; pass an
+    `rpc_runner(...)` to measure on a remote device.  `builder="in-process"` and `runner="in-process"`
+    compile and time the candidates in this process (no timeouts, no isolation from a crashing
+    candidate): each LocalBuilder batch and the LocalRunner's pool start workers that import TVM, which
+    is most of the time of a short tuning run on a small machine.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    if trials < 1:
+        raise TVMError(f"trials {trials} must be at least 1")
+    if isinstance(builder, str) and builder != "in-process":
+        raise TVMError(f"builder {builder!r} is not known: use None, 'in-process' or a MetaSchedule Builder")
+    if isinstance(runner, str) and runner != "in-process":
+        raise TVMError(f"runner {runner!r} is not known: use None, 'in-process' or a MetaSchedule Runner")
+    direct = is_direct(alg)
+    mod, name = tuning_workload(alg, layer, padding, dtype, layout)
+    tgt = resolve_target(target)
+    import_tensor_intrin()  # MetaSchedule's TuneContext imports it; this way it takes seconds, not a minute
+    database = open_database(db)
+    before = len(records(database, mod))
+    todo = trials - before
+    if todo > 0:
+        if builder is None:
+            builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=build_timeout,
+                                              initializer=import_tensor_intrin)
+        elif builder == "in-process":
+            builder = in_process_builder()
+        if runner == "in-process":
+            run = in_process_runner()
+        else:
+            run = runner or ms.runner.LocalRunner(timeout_sec=60, initializer=import_tensor_intrin)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="novagen-tune-") as work:
+            # our space has at most a few dozen points: a small population finds them without minutes of
+            # evolution; TVM's direct conv2d space keeps MetaSchedule's defaults
+            drop_unnamed_handlers()
+            if direct:
+                space, strategy = "post-order-apply", "evolutionary"
+            else:
+                space = ms.space_generator.ScheduleFn(llvm_design_space(make_spec(alg, layer, padding, dtype, layout)))
+                strategy = ms.search_strategy.EvolutionarySearch(population_size=64, max_fail_count=2)
+            ms.tune_tir(mod, tgt, work, max_trials_global=todo, num_trials_per_iter=min(trials_per_iter, todo),
+                        builder=builder, runner=run, database=database, seed=seed, num_tuning_cores=1,
+                        space=space, strategy=strategy)
+    recs = records(database, mod)
+    best = None
+    for rec in recs:
+        secs = [float(v) for v in (rec.run_secs or [])]
+        if secs and all(v < 1e9 for v in secs):
+            t = sum(secs) / len(secs) * 1e3
+            best = t if best is None else min(best, t)
+    return TuneResult(str(db), name, before, len(recs), best)
+
+
+def load_tuned(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], padding: int | Sequence[int] = 1,
+               dtype: str = "float32", layout: str = "NCHW", target: Any = "llvm") -> Any:
+    """The tuned IRModule from the database `db` (no tuning runs); TVMError if `db` has no record of it."""
+    from pathlib import Path
+
+    if not Path(db).is_dir():
+        raise TVMError(f"tuning database '{db}' is not a folder: run novagen tune first")
+    mod, name = tuning_workload(alg, layer, padding, dtype, layout)
+    sch = open_database(db).query_schedule(mod, resolve_target(target), workload_name="main")
+    if sch is None:
+        raise TVMError(f"'{db}' holds no tuning record for {name}: run novagen tune for this layer first")
+    return sch.mod
+
+
+def rpc_runner(tracker_host: str, tracker_port: int, device_key: str, timeout: float = 60.0) -> Any:
+    """A MetaSchedule RPCRunner that measures on devices registered with an RPC tracker under `device_key`
+    (start one with `python -m tvm.exec.rpc_tracker --host 127.0.0.1 --port 9190` and a server with
+    `python -m tvm.exec.rpc_server --tracker 127.0.0.1:9190 --key local`)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    config = ms.runner.RPCConfig(tracker_host=tracker_host, tracker_port=tracker_port, tracker_key=device_key,
+                                 session_timeout_sec=int(timeout))
+    return ms.runner.RPCRunner(rpc_config=config, max_workers=1, initializer=import_tensor_intrin)
+
