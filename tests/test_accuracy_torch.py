@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from novagen import algorithm
-from novagen.accuracy import layer_data, policy, winograd_emulate
+from novagen.accuracy import layer_data
 from novagen.cli import run
 from novagen.errors import InputError
 from novagen.networks import (
@@ -17,6 +17,7 @@ from novagen.networks import (
     network_error,
     seeded_network,
 )
+from novagen.precision import policy, winograd_emulate
 from novagen.torch import DirectConv2d, WinogradConv2d, replace_conv2d
 
 

@@ -1,0 +1,213 @@
+"""The precision emulator, written once: a Winograd or direct convolution under a `Policy`, on any array
+library that offers the few primitives of `Arrays` (NumPy in `numpy_arrays`, PyTorch in `torch_arrays`).
+
+Rounding is modelled per operation: inside a stage every multiply and every add is rounded to the stage's
+compute format (no fused multiply-add, sums in a fixed sequential order, zero matrix entries skipped as
+generated kernels skip them), so the NumPy and PyTorch arrays give the same transforms bit for bit.  Where
+the arrays say a format runs natively (`Arrays.native` for transforms, `Arrays.native_sums` for the
+channel sums and direct convolutions), the library's own arithmetic (its matrix products, in its order)
+is used instead while the data is finite: fp64 everywhere, and fp32 channel sums in PyTorch, where the
+per-operation loop over channels would make network studies slow.  Each stage's result is then
+rounded to its storage format; int8 stages quantize symmetrically with a scale per tensor or per Winograd
+tap and accumulate exactly in int32.  Overflow becomes inf or NaN as the format does it (fp8 e4m3 has no
+inf: NaN) and is counted at every stage, never clipped away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from novagen.precision.formats import DTYPES, INT8_MAX, INT32_MAX, format_max
+from novagen.precision.policies import Policy, Stage
+
+Pads = tuple[tuple[int, int], ...]
+
+
+class Transforms(Protocol):
+    """What the emulator reads of an algorithm: m, r and its matrices rounded to a dtype.  `Algorithm`
+    rounds its exact entries once; `FloatTransforms` rounds float64 matrices."""
+
+    m: int
+    r: int
+
+    @property
+    def alpha(self) -> int: ...
+
+    def matrices(self, dtype: Any = "float64") -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+class Arrays(Protocol):
+    """The array primitives the emulator needs; `native` and `native_sums` are the compute formats the
+    library runs directly (its own order and FMAs) in transforms and in channel sums."""
+
+    native: frozenset[str]
+    native_sums: frozenset[str]
+
+    def asarray(self, x: Any) -> Any: ...
+    def matrix(self, m: np.ndarray) -> Any: ...
+    def round(self, x: Any, fmt: str) -> Any: ...
+    def amax(self, x: Any, keep_last: int) -> Any: ...
+    def rint(self, x: Any) -> Any: ...
+    def clip(self, x: Any, lo: float, hi: float) -> Any: ...
+    def where(self, cond: Any, a: Any, b: Any) -> Any: ...
+    def count_nonfinite(self, x: Any) -> int: ...
+    def count_true(self, mask: Any) -> int: ...
+    def all_finite(self, x: Any) -> bool: ...
+    def zeros(self, shape: Sequence[int]) -> Any: ...
+    def moveaxis(self, x: Any, src: int, dst: int) -> Any: ...
+    def apply(self, x: Any, T: Any, fmt: str) -> Any: ...
+    def gemm(self, U: Any, V: Any, fmt: str) -> Any: ...
+    def tiles(self, x: Any, algs: Sequence[Transforms], pads: Pads) -> tuple[Any, list[int]]: ...
+    def assemble(self, Y: Any, out: Sequence[int]) -> Any: ...
+    def pad(self, x: Any, pads: Pads) -> Any: ...
+    def conv(self, x: Any, w: Any, stride: tuple[int, ...], dilation: tuple[int, ...], groups: int,
+             fmt: str) -> Any: ...
+
+
+def store(x: Any, stage: Stage, ops: Arrays, taps: int = 0) -> tuple[Any, Any]:
+    """(q, scale) of a tensor stored by a stage, its value q * scale; `taps` trailing axes are Winograd taps
+    (the axes a per-tap scale keeps)."""
+    keep = taps if stage.scale == "tap" else 0
+    if stage.store == "int8" or (stage.scale != "none" and stage.store not in ("fp64", "fp32")):
+        amax = ops.amax(x, keep)
+        scale = ops.where(amax > 0, amax / format_max(stage.store), 1.0)
+        if stage.store == "int8":
+            return ops.clip(ops.rint(x / scale), -INT8_MAX, INT8_MAX), scale
+        return ops.round(x / scale, stage.store), scale
+    return ops.round(x, stage.store), 1.0
+
+
+def transform_axis(x: Any, T: np.ndarray, axis: int, fmt: str, ops: Arrays) -> Any:
+    """T applied along `axis` of x in format `fmt` (see the module docstring)."""
+    x = ops.moveaxis(x, axis, -1)
+    if fmt in ops.native and ops.all_finite(x):
+        return ops.moveaxis(ops.apply(x, ops.matrix(T), fmt), -1, axis)
+    acc = ops.zeros((*x.shape[:-1], T.shape[0]))
+    for j in range(T.shape[1]):
+        col = T[:, j]
+        nz = col != 0
+        if not nz.any():
+            continue
+        term = ops.round(x[..., j:j + 1] * ops.matrix(col), fmt)
+        acc = ops.where(ops.matrix(nz.astype(np.float64)) > 0, ops.round(acc + term, fmt), acc)
+    return ops.moveaxis(acc, -1, axis)
+
+
+def transform(x: Any, mats: Sequence[np.ndarray], first_axis: int, fmt: str, ops: Arrays) -> Any:
+    """One matrix per axis (axis first_axis + i gets mats[i]), in format `fmt`."""
+    for i, T in enumerate(mats):
+        x = transform_axis(x, T, first_axis + i, fmt, ops)
+    return x
+
+
+def accumulate_channels(U: Any, V: Any, fmt: str, ops: Arrays) -> Any:
+    """M[n, k, *tiles, *taps] = Σ_c U[k, c, *taps]·V[n, c, *tiles, *taps], products and sums in `fmt`
+    (int32: exact)."""
+    if fmt == "int32" or fmt in ops.native_sums:
+        return ops.gemm(U, V, fmt)
+    nt = V.ndim - U.ndim
+    acc = None
+    for c in range(U.shape[1]):
+        u = U[:, c].reshape(1, U.shape[0], *([1] * nt), *U.shape[2:])
+        term = ops.round(u * V[:, c][:, None], fmt)
+        acc = term if acc is None else ops.round(acc + term, fmt)
+    return acc
+
+
+def _count(counts: dict[str, int], key: str, x: Any, ops: Arrays) -> None:
+    counts[key] = counts.get(key, 0) + ops.count_nonfinite(x)
+
+
+def int32_guard(acc: Any, counts: dict[str, int], ops: Arrays) -> Any:
+    """An int32 accumulator that left its range wraps in hardware: mark it NaN and count it."""
+    bad = abs(acc) > INT32_MAX
+    counts["int32"] = counts.get("int32", 0) + ops.count_true(bad)
+    return ops.where(bad, acc * np.nan, acc)
+
+
+def _matrices(algs: Sequence[Transforms], fmt: str, which: int) -> list[np.ndarray]:
+    return [np.asarray(a.matrices(DTYPES[fmt])[which], dtype=np.float64) for a in algs]
+
+
+def _finish(y: Any, pol: Policy, counts: dict[str, int], ops: Arrays, bias: Any = None) -> Any:
+    if bias is not None:
+        y = y + bias.reshape(-1, *([1] * (y.ndim - 2)))
+    q, scale = store(y, pol.output_transform, ops)
+    _count(counts, "y", q, ops)
+    return q * scale
+
+
+def _operands(x: Any, w: Any, pol: Policy, counts: dict[str, int], ops: Arrays) -> tuple[Any, Any]:
+    xq, xs = store(x, pol.operands, ops)
+    wq, ws = store(w, pol.operands, ops)
+    _count(counts, "x", xq, ops)
+    _count(counts, "w", wq, ops)
+    return xq * xs, wq * ws
+
+
+def winograd(x: Any, w: Any, algs: Sequence[Transforms], pol: Policy, pads: Pads, ops: Arrays,
+             bias: Any = None) -> tuple[Any, dict[str, int]]:
+    """Winograd correlation of x (N, C, *spatial) with w (K, C, *kernel), one 1D algorithm per spatial axis,
+    under a policy; returns y and the non-finite counts per stage (x, w, V, U, int32, M, y)."""
+    nd = len(algs)
+    counts: dict[str, int] = {}
+    xv, wv = _operands(x, w, pol, counts, ops)
+    tiles, out = ops.tiles(xv, algs, pads)
+    it, ft, pt = pol.input_transform, pol.filter_transform, pol.product
+    V, vs = store(transform(tiles, _matrices(algs, it.compute, 2), tiles.ndim - nd, it.compute, ops), it, ops, nd)
+    U, us = store(transform(wv, _matrices(algs, ft.compute, 1), 2, ft.compute, ops), ft, ops, nd)
+    _count(counts, "V", V, ops)
+    _count(counts, "U", U, ops)
+    acc = accumulate_channels(U, V, pt.compute, ops)
+    if pt.compute == "int32":
+        acc = int32_guard(acc, counts, ops)
+    M, ms = store(acc * (us * vs), pt, ops, nd)
+    _count(counts, "M", M, ops)
+    ot = pol.output_transform
+    Y = transform(M * ms, _matrices(algs, ot.compute, 0), M.ndim - nd, ot.compute, ops)
+    return _finish(ops.assemble(Y, out), pol, counts, ops, bias), counts
+
+
+def direct(x: Any, w: Any, pol: Policy, pads: Pads, ops: Arrays, stride: tuple[int, ...] = (1, 1),
+           dilation: tuple[int, ...] = (1, 1), groups: int = 1, bias: Any = None) -> tuple[Any, dict[str, int]]:
+    """Direct correlation under the same policy: x and w stored as the GEMM operands would be (per-tensor
+    scales), products summed over (c, ky, kx) in the product stage's compute format."""
+    counts: dict[str, int] = {}
+    xv, wv = _operands(x, w, pol, counts, ops)
+    per_tensor = "tensor" if pol.input_transform.scale != "none" else "none"
+    xq, xs = store(xv, Stage(pol.input_transform.store, pol.input_transform.compute, per_tensor), ops)
+    wq, ws = store(wv, Stage(pol.filter_transform.store, pol.filter_transform.compute, per_tensor), ops)
+    _count(counts, "x", xq, ops)
+    _count(counts, "w", wq, ops)
+    xp = ops.pad(xq, pads)
+    fmt = pol.product.compute
+    if fmt == "int32" or fmt in ops.native_sums:
+        acc = ops.conv(xp, wq, stride, dilation, groups, fmt)
+        if fmt == "int32":
+            acc = int32_guard(acc, counts, ops)
+    else:
+        acc = _direct_per_operation(xp, wq, fmt, stride, dilation, groups, ops)
+    return _finish(acc * (xs * ws), pol, counts, ops, bias), counts
+
+
+def _direct_per_operation(xp: Any, w: Any, fmt: str, stride: tuple[int, ...], dilation: tuple[int, ...],
+                          groups: int, ops: Arrays) -> Any:
+    if groups != 1:
+        from novagen.errors import InputError
+
+        raise InputError(f"per-operation {fmt} arithmetic is emulated for groups=1 only, not {groups}")
+    (sh, sw), (dh, dw) = stride, dilation
+    kh, kw = w.shape[2:]
+    H = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    W = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    acc = None
+    for c in range(w.shape[1]):
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, c:c + 1, i * dh:i * dh + (H - 1) * sh + 1:sh, j * dw:j * dw + (W - 1) * sw + 1:sw]
+                term = ops.round(w[:, c, i, j].reshape(1, -1, 1, 1) * patch, fmt)
+                acc = term if acc is None else ops.round(acc + term, fmt)
+    return acc
