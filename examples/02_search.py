@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 import novagen
-from novagen import search as S
-from novagen.algebra import format_point
+from novagen import pointsearch as S
+from novagen.points import format_point
 
 RUNS = [  # spec, max denominator, the bound the issue sets (the paper's value where it has one)
     ("F(4,3)", 6, 14.6),

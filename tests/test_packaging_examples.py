@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -34,7 +35,11 @@ def test_non_editable_wheel_carries_the_catalog(tmp_path):
     assert "novagen/_data/search/f8_3-kappa.toml" in names
     assert any(n.startswith("novagen/_data/templates/cuda/") for n in names)
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # the wheel's dependencies come from the running environment (a plain path line: its .pth files, such as
+    # an editable novagen's, are not processed), after the venv's own site-packages that hold the wheel
+    site = next((venv / "lib").glob("python*/site-packages"))
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     py = venv / "bin" / "python"
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=600)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -46,7 +51,7 @@ def test_non_editable_wheel_carries_the_catalog(tmp_path):
                          text=True, cwd=tmp_path, env=env, check=True).stdout
     shipped = [e.name for e in novagen.catalog_entries("F(8,3)")]  # the source tree's verify/
     assert [r["name"] for r in json.loads(out)] == shipped and "F(8,3)/best" in shipped
-    camp = subprocess.run([str(py), "-c", "from novagen.search import load_campaign as L; "
+    camp = subprocess.run([str(py), "-c", "from novagen.pointsearch import load_campaign as L; "
                            "print(L('f8_3-best.toml').path)"], capture_output=True, text=True, cwd=tmp_path,
                           env=env, check=True).stdout
     assert camp.strip().startswith(str(venv)), "the campaigns ship inside the wheel"

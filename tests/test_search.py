@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from novagen import algorithm, metrics
-from novagen import search as S
+from novagen import pointsearch as S
+from novagen.algebra import parse_spec
 from novagen.cli import run
 from novagen.errors import InputError, SpecError
 from novagen.verify import Certificate
@@ -79,7 +80,7 @@ def test_dyadic_and_nonsymmetric_constraints():
 
 
 def test_transforms_objective_prefers_reciprocal_pairs_for_f63():
-    # DESIGN.md: the amplification optimum puts points in ± reciprocal pairs; the classic set is optimal.
+    # ARCHITECTURE.md: the amplification optimum puts points in ± reciprocal pairs; the classic set is optimal.
     res = S.search("F(6,3)", "transforms", max_denominator=4, seed=0)
     classic = metrics(algorithm("F(6,3)/classic"))["amplification_2d"]
     assert res.candidates[0].values["transforms"] == pytest.approx(classic, rel=1e-9)
@@ -89,13 +90,15 @@ def test_transforms_objective_prefers_reciprocal_pairs_for_f63():
 def test_weighted_objective():
     w = S.parse_objective("transforms + 0.5*vandermonde")
     assert [(wt, o.name) for wt, o in w.terms] == [(1.0, "transforms"), (0.5, "vandermonde")]
-    ps = S.Space(S.parse_spec("F(4,3)"), True).point_set((Fraction(5, 6), Fraction(7, 6)))
+    ps = S.Space(parse_spec("F(4,3)"), True).point_set((Fraction(5, 6), Fraction(7, 6)))
     v = w.values(ps)
     assert w.score(ps) == pytest.approx(np.log(v["transforms"]) + 0.5 * np.log(v["vandermonde"]))
 
 
 def test_verification_failures_are_dropped_and_counted(monkeypatch):
-    real = S.verify
+    from novagen.pointsearch import optimizer
+
+    real = optimizer.verify
     calls = []
 
     def flaky(alg, **kw):
@@ -105,7 +108,7 @@ def test_verification_failures_are_dropped_and_counted(monkeypatch):
             return Certificate(cert.algorithm, cert.hash, False, (), 0.0, "injected failure")
         return cert
 
-    monkeypatch.setattr(S, "verify", flaky)
+    monkeypatch.setattr(optimizer, "verify", flaky)
     res = S.search("F(4,3)", "vandermonde", max_denominator=6, seed=0, top=3)
     assert res.dropped == 1
     assert calls[0] not in [c.algorithm for c in res.candidates]
@@ -185,7 +188,7 @@ def test_measured_objective_is_the_accuracy_lab_number(precision):
     from novagen.accuracy import layer_error
 
     alg = algorithm("F(4,3)/classic")
-    x, w, _ = S._error_data(4, 3)
+    x, w, _ = S.error_data(4, 3)
     lab = layer_error(alg, precision, x=x, w=w, balanced=True).rel_l2
     assert S.measured_error(_point_set(alg), precision) == pytest.approx(lab, rel=2e-2)
     float_only = S.PointSet(4, 3, _point_set(alg).points, True)  # the continuous phase's view
@@ -259,4 +262,5 @@ def test_package_level_call():
 
     res = novagen.search("F(2,3)", max_denominator=4, seed=0, max_evaluations=300)
     assert isinstance(res, S.SearchResult) and res.candidates[0].verified
-    assert novagen.search.pareto is S.pareto and res.history and res.history[-1][0] <= res.evaluations
+    assert novagen.pareto is S.pareto and novagen.search is S.search
+    assert res.history and res.history[-1][0] <= res.evaluations
