@@ -1,21 +1,14 @@
-"""novagen: well-conditioned Winograd convolution transforms, proven exact."""
+"""novagen: well-conditioned Winograd convolution transforms, proven exact, and the kernels that run them.
 
-__version__ = "0.1.0"
+The light core is imported here; the stages that pull in heavy dependencies load on first use:
+`novagen.accuracy`, `novagen.precision`, `novagen.pointsearch` (with `novagen.search(...)` and
+`novagen.pareto(...)`), and, with their extras, `novagen.networks`, `novagen.torch` and `novagen.tvm`.
+"""
 
-from novagen.algebra import (  # noqa: E402
-    INF,
-    Algorithm,
-    Nested,
-    Spec,
-    build,
-    family_points,
-    from_dict,
-    parse_points,
-    parse_spec,
-)
-from novagen.catalog import algorithm, catalog_entries  # noqa: E402
-from novagen.codegen import compile, generate  # noqa: E402
-from novagen.errors import (  # noqa: E402
+from novagen.algebra import Algorithm, Nested, Spec, balance, build, from_dict, parse_spec
+from novagen.catalog import algorithm, catalog_entries
+from novagen.codegen import compile, generate
+from novagen.errors import (
     CatalogError,
     CheckFailed,
     InputError,
@@ -25,23 +18,28 @@ from novagen.errors import (  # noqa: E402
     TransformFileError,
     VerificationFailed,
 )
-from novagen.metrics import metrics  # noqa: E402
-from novagen.verify import Certificate, verify  # noqa: E402
+from novagen.metrics import metrics
+from novagen.points import INF, family_points, parse_points
+from novagen.verify import Certificate, verify
+from novagen.version import __version__
 
 __all__ = [
     "INF", "Algorithm", "CatalogError", "Certificate", "CheckFailed", "InputError", "Nested",
     "NovagenError", "PointsError", "Spec", "SpecError", "TransformFileError", "VerificationFailed",
-    "__version__", "algorithm", "build", "catalog_entries", "compile", "family_points", "from_dict", "generate",
-    "metrics",
-    "parse_points", "parse_spec", "verify",
+    "__version__", "algorithm", "balance", "build", "catalog_entries", "compile", "family_points", "from_dict",
+    "generate", "metrics", "pareto", "parse_points", "parse_spec", "search", "verify",
 ]
+
+_LAZY_MODULES = ("accuracy", "precision", "pointsearch", "networks", "torch", "tvm")
+_LAZY_FUNCTIONS = {"search": "novagen.pointsearch", "pareto": "novagen.pointsearch"}
 
 
 def __getattr__(name: str) -> object:
-    """Submodules loaded on first use: `novagen.accuracy`, `novagen.search` (callable:
-    `novagen.search("F(8,3)")`), `novagen.networks` and `novagen.torch` (the last two need the torch extra)."""
-    if name in ("accuracy", "search", "networks", "torch"):
-        import importlib
+    """Stages loaded on first use (see the module docstring)."""
+    import importlib
 
+    if name in _LAZY_MODULES:
         return importlib.import_module(f"novagen.{name}")
+    if name in _LAZY_FUNCTIONS:
+        return getattr(importlib.import_module(_LAZY_FUNCTIONS[name]), name)
     raise AttributeError(f"module 'novagen' has no attribute '{name}'")

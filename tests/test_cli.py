@@ -214,3 +214,12 @@ def test_console_script_has_no_traceback():
     assert result.stderr.strip() == "novagen: error: F(0,3): m and r must be at least 1, as in F(6,3)"
     ok = subprocess.run([exe, "verify", "F(6,3)/nova"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_python_dash_m_novagen_is_the_same_command(capsys):
+    mod = subprocess.run([sys.executable, "-m", "novagen", "show", "F(4,3)/nova", "--json"], capture_output=True,
+                         text=True)
+    code, out, _ = cli(capsys, "show", "F(4,3)/nova", "--json")
+    assert mod.returncode == code == 0 and json.loads(mod.stdout) == json.loads(out)
+    bad = subprocess.run([sys.executable, "-m", "novagen", "show", "F(0,3)"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("novagen: error: F(0,3)")

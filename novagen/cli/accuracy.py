@@ -1,0 +1,80 @@
+"""The accuracy command: measured error of algorithms under low-precision policies, per layer and network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from novagen.accuracy import DIRECT, resolve_algorithm
+from novagen.cli import tables
+from novagen.cli.common import SPEC_HELP, err, out, print_json
+from novagen.cli.plots import accuracy_plot
+from novagen.errors import CatalogError, InputError
+from novagen.layers import parse_layer
+from novagen.precision import policy
+from novagen.studies import jobs, study
+
+
+def accuracy_cmd(
+    algorithms: list[str] | None = typer.Argument(None, help=f"{SPEC_HELP}, or 'direct'"),
+    algorithm_opt: list[str] | None = typer.Option(None, "--algorithm", "-a", help="an algorithm (repeatable)"),
+    precision: list[str] = typer.Option(["fp16"], "--precision", "-P",
+                                        help="fp32, fp16, fp16-pure, bf16, fp8-e4m3, int8, int8-tap, ... "
+                                             "(repeatable or comma-separated)"),
+    layer: str | None = typer.Option(None, "--layer", help="layer shape N,C,H,W,K (default 1,64,56,56,64)"),
+    network: list[str] | None = typer.Option(None, "--network", "-n",
+                                             help="vgg16, resnet18 or digits (repeatable or comma-separated)"),
+    seed: int = typer.Option(0, "--seed", help="seed of data, weights and inputs"),
+    inputs: int = typer.Option(128, "--inputs", help="inputs per network study"),
+    width: float = typer.Option(0.5, "--width", help="channel width factor of vgg16/resnet18"),
+    balanced: bool = typer.Option(False, "--balanced", help="rescale G and BT rows by powers of two first"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="add the direct convolution rows"),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="skip catalog names that do not exist"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a matplotlib figure (png, pdf, svg)"),
+    as_json: bool = typer.Option(False, "--json", help="print {\"rows\": [...]} as JSON"),
+) -> None:
+    """Measured error of algorithms under low-precision policies, per layer and per network."""
+    names = [*(algorithms or []), *(algorithm_opt or [])]
+    if not names:
+        raise InputError("give at least one algorithm, e.g. novagen accuracy \"F(6,3)/nova\" --precision fp16")
+    precisions = [policy(p).name for item in precision for p in item.split(",") if p.strip()]
+    networks = [n.strip().lower() for item in network or [] for n in item.split(",") if n.strip()]
+    shape = parse_layer(layer) if layer else (1, 64, 56, 56, 64)
+    if inputs < 1:
+        raise InputError(f"--inputs {inputs} must be at least 1")
+    if width <= 0:
+        raise InputError(f"--width {width} must be positive")
+    algs: list[str] = []
+    for name in names:
+        try:
+            resolve_algorithm(name)
+        except CatalogError as exc:
+            if not skip_missing:
+                raise
+            err().print(f"skipped: {exc}")
+            continue
+        if name not in algs:
+            algs.append(name)
+    if baseline and DIRECT not in [a.lower() for a in algs]:
+        algs.insert(0, DIRECT)
+    todo = jobs(algs, precisions, shape if (layer or not networks) else None, networks)
+    console = err()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("accuracy", total=len(todo))
+
+        def step(description: str) -> None:
+            if bar.tasks[0].description != "accuracy":
+                bar.advance(task)
+            bar.update(task, description=description)
+
+        rows = study(algs, precisions, shape if (layer or not networks) else None, networks, seed, inputs, width,
+                     balanced, progress=step)
+    if plot is not None:
+        accuracy_plot(rows, plot)
+    if as_json:
+        print_json({"rows": rows, "seed": seed, "balanced": balanced})
+        return
+    out().print(tables.accuracy_table(rows))

@@ -1,0 +1,59 @@
+"""Commands that make kernels: generate (any target), and hls-sim (C simulation of a generated HLS design)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from novagen import codegen
+from novagen.backends import backend
+from novagen.backends.hls import simulate
+from novagen.cli import tables
+from novagen.cli.common import POINTS_HELP, SPEC_HELP, err, out, print_json, resolve
+
+
+def generate(
+    spec: str = typer.Argument(..., help=SPEC_HELP),
+    target: str = typer.Option("c", "--target", "-t",
+                               help="code generation target: c, cuda, hls, verilog, tvm-llvm, tvm-cuda "
+                                    "(each takes only its own options)"),
+    layer: str | None = typer.Option(None, "--layer", help="N,C,H,W,K the kernel is meant for, e.g. 1,64,56,56,64"),
+    padding: int = typer.Option(1, "--padding", help="zero padding on each side"),
+    output: Path = typer.Option(Path("build"), "--output", "-o", help="folder to write into"),
+    points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help="cuda: fp16 (default) or fp32 for x and y; "
+                                     "TVM targets: float32 (default) or float16"),
+    arch: str | None = typer.Option(None, "--arch", help="cuda: GPU architecture, e.g. sm_80 (default), sm_90"),
+    bits: str | None = typer.Option(None, "--bits", help="hls: 'auto' or the input word width; verilog: input "
+                                    "width (default 8)"),
+    layout: str | None = typer.Option(None, "--layout", help="TVM targets: NCHW (default) or NHWC"),
+    tuned: Path | None = typer.Option(None, "--tuned", help="tvm-llvm: the schedule from this tuning database"),
+    as_json: bool = typer.Option(False, "--json", help="report the written files as JSON"),
+) -> None:
+    """Kernel source and build files for an algorithm: C (.c, .h), CUDA (.cu), HLS C++, Verilog, or for
+    tvm-llvm and tvm-cuda TVMScript (.py), the built module (.so) and a README."""
+    backend(target)
+    options = {"dtype": dtype, "arch": arch, "bits": bits, "layout": layout, "tuned": tuned}
+    alg = resolve(spec, points, None)
+    paths = codegen.generate(alg, output, target=target, layer=layer, padding=padding, **options)
+    if as_json:
+        print_json({"algorithm": alg.label, "target": target, "files": [str(p) for p in paths]})
+    else:
+        err().print("\n".join(f"wrote {p}" for p in paths))
+
+
+def hls_sim(
+    folder: Path = typer.Argument(..., help="a folder written by `novagen generate --target hls`"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """C-simulate a generated HLS design with g++: bit for bit against novagen's fixed-point model, and
+    against the float64 reference within the model's predicted bound. Exit 1 when either fails."""
+    rep = simulate(folder)
+    if as_json:
+        print_json({**vars(rep), "passed": rep.passed})
+    else:
+        out().print(tables.hls_sim_table(rep, folder))
+        out().print("passed" if rep.passed else "[red]FAILED[/red]")
+    if not rep.passed:
+        raise typer.Exit(1)
