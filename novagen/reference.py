@@ -20,8 +20,15 @@ Pads = tuple[tuple[int, int], ...]
 
 
 def resolve_padding(padding: Any, kernel: Sequence[int]) -> Pads:
-    """(before, after) per spatial axis from "valid", "same", an int or a tuple of ints."""
+    """(before, after) per spatial axis from "valid", "same", an int, a tuple of ints (one per axis) or
+    (before, after) pairs (one per axis)."""
     nd = len(kernel)
+    if (isinstance(padding, (tuple, list)) and len(padding) == nd
+            and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in padding)):
+        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+        if any(v < 0 for pair in pairs for v in pair):
+            raise InputError(f"padding {padding!r} must not be negative")
+        return pairs
     if isinstance(padding, str):
         if padding == "valid":
             return ((0, 0),) * nd
