@@ -26,6 +26,7 @@ OWN_POINTS = "0,2/3,-2/3,3/2,-3/2,1,-1"  # reciprocal pairs (p, 1/p) and ±1: tr
 
 
 def main(out_dir: Path) -> int:
+    out_dir.mkdir(parents=True, exist_ok=True)
     algorithms = {
         "F(6,3)/integer": novagen.algorithm("F(6,3)/integer"),
         "F(6,3)/classic": novagen.algorithm("F(6,3)/classic"),
@@ -48,7 +49,7 @@ def main(out_dir: Path) -> int:
         cert = novagen.verify(alg)
         y = alg.conv2d(x, w, "same")
         err = np.linalg.norm(y - direct) / np.linalg.norm(direct)
-        header = export(alg, "c", out_dir / f"{slug(label)}.h")
+        header = export(alg, "c", out_dir / f"{slug(label)}.h", overwrite=True)  # the example's own files
         table.add_row(
             label,
             ",".join(str(p) for p in alg.points),

@@ -20,6 +20,8 @@ from typing import Any
 
 from novagen.algebra import Algorithm, AnyAlgorithm, Nested, Spec, build, from_dict, parse_spec
 from novagen.errors import CatalogError, InputError, PointsError
+from novagen.files import atomic_write
+from novagen.limits import short
 from novagen.points import FAMILIES, FAMILY_ALIASES
 from novagen.resources import PACKAGE_DIR, data_dir
 
@@ -135,6 +137,9 @@ def algorithm(spec_or_name: str, points: Any = None, *, snap: int | None = None)
     """
     if not isinstance(spec_or_name, str):
         raise InputError(f"expected a spec or catalog name as a string, got {type(spec_or_name).__name__}")
+    if snap is not None and points is None:
+        raise PointsError(f"snap {short(snap)} rounds the points you give (--points); a catalog name or a bare spec "
+                          "has exact points already")
     if "/" in spec_or_name:
         if points is not None:
             raise PointsError(f"'{spec_or_name}' is a catalog name and has its own points; pass a spec such "
@@ -152,13 +157,22 @@ def entry_document(alg: Algorithm, name: str, provenance: dict[str, Any]) -> dic
     return {"name": name, "provenance": provenance, "certificate": cert.to_dict()}
 
 
-def write_entry(alg: Algorithm, name: str, provenance: dict[str, Any], directory: Path | None = None) -> Path:
-    """Prove and write one entry into `directory` (default: the source tree's verify/)."""
-    from novagen.files import atomic_write
+def source_catalog() -> Path:
+    """The verify/ folder of a source checkout, the one the catalog reads; CatalogError for an installed
+    package, whose catalog is read-only (writing into site-packages would change nothing the catalog
+    reads, or the package itself)."""
+    folder = PACKAGE_DIR.parent / "verify"
+    if not folder.is_dir() or data_dir("verify") != folder:
+        raise CatalogError("this novagen is an installed package, whose catalog is read-only: write catalog "
+                           "entries from a source checkout (pip install -e .), or pass a directory")
+    return folder
 
+
+def write_entry(alg: Algorithm, name: str, provenance: dict[str, Any], directory: Path | None = None) -> Path:
+    """Prove and write (or rewrite) one entry into `directory` (default: the source checkout's catalog)."""
     doc = entry_document(alg, name, provenance)
-    path = (directory or PACKAGE_DIR.parent / "verify") / f"{slug(name)}.json"
-    atomic_write(path, json.dumps(doc, indent=1) + "\n")
+    path = (directory or source_catalog()) / f"{slug(name)}.json"
+    atomic_write(path, json.dumps(doc, indent=1) + "\n", overwrite=True)
     _entries.cache_clear()
     return path
 

@@ -32,8 +32,9 @@ def compile(alg: AnyAlgorithm | str, target: str = "c", layer: Any = None, paddi
 
 
 def generate(alg: AnyAlgorithm | str, out_dir: str | Path, target: str = "c", layer: Any = None,
-             padding: Any = 1, **options: Any) -> list[Path]:
-    """Write a target's source and build files into `out_dir`; returns the paths written.
+             padding: Any = 1, overwrite: bool = False, **options: Any) -> list[Path]:
+    """Write a target's source and build files into `out_dir` (created when missing); returns the paths
+    written.  Files already there are overwritten only with `overwrite` (see `novagen.files`).
 
     Targets and their options: `novagen.backends.registry()` (c; cuda: dtype, arch; hls: bits;
     verilog: bits; tvm-llvm and tvm-cuda: dtype, layout, tuned).  Options left None take the target's
@@ -43,7 +44,8 @@ def generate(alg: AnyAlgorithm | str, out_dir: str | Path, target: str = "c", la
     if shape is None and b.layer_required:
         raise InputError(f"target {target} builds for one layer: give --layer N,C,H,W,K")
     given = {k: v for k, v in options.items() if v is not None}
-    return b.generate(alg, out_dir, shape, check_padding(padding), **_options(b, "generate", given))
+    return b.generate(alg, out_dir, shape, check_padding(padding), overwrite=bool(overwrite),
+                      **_options(b, "generate", given))
 
 
 def _options(b: Backend, verb: str, given: dict[str, Any]) -> dict[str, Any]:

@@ -189,6 +189,7 @@ def render(alg: AnyAlgorithm, fmt: str) -> str | bytes:
     return FORMATS[resolve_format(fmt)](alg)
 
 
-def export(alg: AnyAlgorithm, fmt: str | None, path: str | Path) -> Path:
-    """Render and write atomically; returns the path written."""
-    return atomic_write(path, render(alg, resolve_format(fmt, path)))
+def export(alg: AnyAlgorithm, fmt: str | None, path: str | Path, overwrite: bool = False) -> Path:
+    """Render and write under novagen's file policy (`novagen.files`: an existing file only with
+    `overwrite`); returns the path written."""
+    return atomic_write(path, render(alg, resolve_format(fmt, path)), overwrite)

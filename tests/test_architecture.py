@@ -96,7 +96,7 @@ def test_targets_keep_one_contract():
     for name, b in reg.items():
         assert isinstance(b, Backend) and b.name == name and b.summary
         params = list(inspect.signature(b.generate).parameters)
-        assert params[:4] == ["alg", "out_dir", "layer", "padding"], (name, params)
+        assert params[:4] == ["alg", "out_dir", "layer", "padding"] and "overwrite" in params, (name, params)
         if b.compile is not None:
             assert list(inspect.signature(b.compile).parameters)[:3] == ["alg", "layer", "padding"], name
     # every module that declares BACKENDS is found by the registry, and nothing else is

@@ -117,6 +117,9 @@ def test_usage_errors_exit_2(capsys):
 def test_export_formats(capsys, tmp_path, fmt, suffix):
     path = tmp_path / "sub" / f"f43{suffix}"
     code, _, err = cli(capsys, "export", "F(4,3)/nova", "--format", fmt, "-o", str(path))
+    assert code == 2 and "does not exist" in err and not path.parent.exists()  # a file's folder must exist
+    path.parent.mkdir()
+    code, _, err = cli(capsys, "export", "F(4,3)/nova", "--format", fmt, "-o", str(path))
     assert code == 0 and path.exists() and "wrote" in err
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
     alg = algorithm("F(4,3)/nova")

@@ -58,3 +58,8 @@ def test_non_editable_wheel_carries_the_catalog(tmp_path):
     gen = subprocess.run([str(venv / "bin" / "novagen"), "generate", "F(4,3)/nova", "-o", str(tmp_path / "gen"),
                           "--json"], capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout
     assert any(f.endswith(".c") for f in json.loads(gen)["files"])
+    # an installed package's catalog is read-only: --write is refused before any search runs
+    write = subprocess.run([str(venv / "bin" / "novagen"), "search", "--campaign", "f2_3-kappa.toml", "--write"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert write.returncode == 2 and "read-only" in write.stderr and write.stderr.count("\n") == 1
+    assert not (site / "verify").exists()

@@ -3,8 +3,9 @@
 A target is one module (or package) under `novagen/backends/` that defines `BACKENDS`, a tuple of
 `Backend` values, one per target name it serves.  A `Backend` says what the target makes:
 
-- `generate(alg, out_dir, layer, padding, **options) -> list[Path]`: source and build files for a
-  layer (`layer` None where the target builds kernels for any shape);
+- `generate(alg, out_dir, layer, padding, overwrite, **options) -> list[Path]`: source and build files
+  for a layer (`layer` None where the target builds kernels for any shape), written through
+  `novagen.files.write_files` (existing files only with `overwrite`);
 - `compile(alg, layer, padding, **options)`: a callable kernel on this machine, where the target runs
   here (`runs_here()` says why not otherwise);
 

@@ -22,7 +22,7 @@ from novagen.algebra import Algorithm
 from novagen.backends.base import Backend, Option, choice, one_axis, positive_int
 from novagen.backends.toolchain import BuildError, Library, build_library, find_compiler, tool_identity
 from novagen.errors import InputError
-from novagen.files import atomic_write
+from novagen.files import write_files
 from novagen.layers import LAYOUTS, check_layout, output_hw
 from novagen.program import programs, transform_cost
 from novagen.reference import resolve_padding
@@ -294,7 +294,7 @@ def _readme(alg: Algorithm, name: str, layer: tuple[int, ...] | None, padding: A
 
 
 def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None = None,
-             padding: int = 1) -> list[Path]:
+             padding: int = 1, overwrite: bool = False) -> list[Path]:
     """Write the kernel's .c and .h, a Makefile, build.sh and a README into `out_dir`."""
     alg = check(alg)
     if layer is not None:
@@ -306,16 +306,11 @@ def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None 
     except BuildError:
         cc = "cc"
     cmd = build_command(cc, [f"{name}.c"], f"lib{name}.so", FLAGS)
-    out = Path(out_dir)
-    written = [atomic_write(out / fname, text) for fname, text in files.items()]
-    make = (f"CC ?= {cc}\nCFLAGS ?= {' '.join(FLAGS)}\n\nlib{name}.so: {name}.c {name}.h\n"
-            f"\t$(CC) $(CFLAGS) {name}.c -o $@ -lm\n\nclean:\n\trm -f lib{name}.so\n")
-    written.append(atomic_write(out / "Makefile", make))
-    written.append(atomic_write(out / "build.sh", "#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\n"
-                                + " ".join(shlex.quote(c) for c in cmd) + "\n"))
-    (out / "build.sh").chmod(0o755)
-    written.append(atomic_write(out / "README.md", _readme(alg, name, layer, padding, cmd)))
-    return written
+    files["Makefile"] = (f"CC ?= {cc}\nCFLAGS ?= {' '.join(FLAGS)}\n\nlib{name}.so: {name}.c {name}.h\n"
+                         f"\t$(CC) $(CFLAGS) {name}.c -o $@ -lm\n\nclean:\n\trm -f lib{name}.so\n")
+    files["build.sh"] = "#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\n" + " ".join(shlex.quote(c) for c in cmd) + "\n"
+    files["README.md"] = _readme(alg, name, layer, padding, cmd)
+    return write_files(out_dir, files, overwrite, executable=("build.sh",))
 
 
 BACKENDS = (Backend(

@@ -26,8 +26,9 @@ from novagen.algebra import Algorithm, from_dict
 from novagen.backends.base import Backend, Option, one_axis
 from novagen.backends.toolchain import BuildError, first_error
 from novagen.errors import CheckFailed, InputError
-from novagen.files import atomic_write
+from novagen.files import write_files
 from novagen.fixedpoint import FixedPointDesign, design, layer_test_data
+from novagen.limits import require_memory
 from novagen.program import Program
 from novagen.resources import templates
 from novagen.version import __version__
@@ -120,7 +121,7 @@ def _readme(des: FixedPointDesign, name: str, layer: tuple[int, ...], padding: i
 
 
 def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None = None, padding: int = 1,
-             bits: str | int = "auto", seed: int = 0, coef_bits: int = 16) -> list[Path]:
+             bits: str | int = "auto", seed: int = 0, coef_bits: int = 16, overwrite: bool = False) -> list[Path]:
     """Write the HLS design, testbench, Tcl script, test data and README into `out_dir`."""
     alg = one_axis(alg, "hls")
     layer = tuple(layer) if layer is not None else DEFAULT_LAYER
@@ -129,20 +130,20 @@ def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None 
     N, C, H, W, K = layer
     if H + 2 * padding < alg.r or W + 2 * padding < alg.r:
         raise InputError(f"input {H}x{W} with padding {padding} is smaller than the {alg.r}x{alg.r} kernel")
+    require_memory(40.0 * (K * C * alg.alpha ** 2 + N * C * H * W), f"the HLS design of layer {layer} "
+                   "(its weights and test data as C source)")
     des = design(alg, bits, channels=C, coef_bits=coef_bits)
     x, w = layer_test_data(layer, des.in_bits, alg.r, seed)
     uq = des.transform_weights(w)
     files = render(des, layer, padding, uq)
-    out = Path(out_dir)
-    written = [atomic_write(out / fname, text) for fname, text in files.items()]
-    written.append(atomic_write(out / "data" / "x.txt", f"{N}\n" + "\n".join(map(str, x.reshape(-1).tolist())) + "\n"))
-    written.append(atomic_write(out / "data" / "w.txt", "\n".join(repr(float(v)) for v in w.reshape(-1)) + "\n"))
+    files["data/x.txt"] = f"{N}\n" + "\n".join(map(str, x.reshape(-1).tolist())) + "\n"
+    files["data/w.txt"] = "\n".join(repr(float(v)) for v in w.reshape(-1)) + "\n"
     meta = {"novagen": __version__, "target": "hls", "prefix": prefix(alg), "algorithm": alg.to_dict(),
             "label": alg.label, "layer": list(layer), "padding": padding, "in_bits": des.in_bits,
             "coef_bits": coef_bits, "seed": seed, "widths": des.widths, "frac_max": des.frac_max}
-    written.append(atomic_write(out / "design.json", json.dumps(meta, indent=2) + "\n"))
-    written.append(atomic_write(out / "README.md", _readme(des, prefix(alg), layer, padding)))
-    return written
+    files["design.json"] = json.dumps(meta, indent=2) + "\n"
+    files["README.md"] = _readme(des, prefix(alg), layer, padding)
+    return write_files(out_dir, files, overwrite)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 from novagen.algebra import Algorithm
 from novagen.backends.base import Backend, Option, one_axis
 from novagen.errors import CheckFailed, InputError
-from novagen.files import atomic_write
+from novagen.files import write_files
 from novagen.fixedpoint import FixedPointDesign, csd, signed_bits, var_l1
 from novagen.program import ZERO, Program
 from novagen.resources import templates
@@ -175,7 +175,7 @@ def transforms(alg: Algorithm, bits: int = 8, channels: int = 16, coef_bits: int
 
 
 def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None = None, padding: int = 1,
-             bits: int | str = 8) -> list[Path]:
+             bits: int | str = 8, overwrite: bool = False) -> list[Path]:
     """Write <prefix>_bt.v, <prefix>_at.v, their testbenches, run_sim.sh and a README into `out_dir`
     (`bits`: the input width, "auto" = 8); the output transform is as wide as the accumulators of the
     layer's C input channels (16 without a layer)."""
@@ -205,10 +205,7 @@ def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None 
         f"{channels}-channel, 16-bit-coefficient pipeline), {at.adders} adders, widest word {at.max_width} bits.",
         "A 2D tile applies each along both axes (input: alpha row + alpha column instances).", "",
         "Run the testbenches: `sh run_sim.sh` (iverilog; verilator --lint-only when installed).", ""])
-    out = Path(out_dir)
-    written = [atomic_write(out / n, text) for n, text in files.items()]
-    (out / "run_sim.sh").chmod(0o755)
-    return written
+    return write_files(out_dir, files, overwrite, executable=("run_sim.sh",))
 
 
 # ---------------------------------------------------------------------------------------------------

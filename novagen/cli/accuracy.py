@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from novagen.accuracy import DIRECT, resolve_algorithm
 from novagen.cli import tables
 from novagen.cli.common import SPEC_HELP, err, out, print_json
-from novagen.cli.plots import accuracy_plot
+from novagen.cli.plots import accuracy_plot, check_plot_path
 from novagen.errors import CatalogError, InputError
 from novagen.layers import parse_layer
 from novagen.precision import policy
@@ -33,6 +33,7 @@ def accuracy_cmd(
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="add the direct convolution rows"),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="skip catalog names that do not exist"),
     plot: Path | None = typer.Option(None, "--plot", help="write a matplotlib figure (png, pdf, svg)"),
+    force: bool = typer.Option(False, "--force", help="overwrite the --plot file if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print {\"rows\": [...]} as JSON"),
 ) -> None:
     """Measured error of algorithms under low-precision policies, per layer and per network."""
@@ -42,6 +43,8 @@ def accuracy_cmd(
     precisions = [policy(p).name for item in precision for p in item.split(",") if p.strip()]
     networks = [n.strip().lower() for item in network or [] for n in item.split(",") if n.strip()]
     shape = parse_layer(layer) if layer else (1, 64, 56, 56, 64)
+    if plot is not None:
+        check_plot_path(plot, force)
     if inputs < 1:
         raise InputError(f"--inputs {inputs} must be at least 1")
     if width <= 0:
@@ -73,7 +76,7 @@ def accuracy_cmd(
         rows = study(algs, precisions, shape if (layer or not networks) else None, networks, seed, inputs, width,
                      balanced, progress=step)
     if plot is not None:
-        accuracy_plot(rows, plot)
+        accuracy_plot(rows, plot, force)
     if as_json:
         print_json({"rows": rows, "seed": seed, "balanced": balanced})
         return

@@ -29,6 +29,7 @@ def generate(
                                     "width (default 8)"),
     layout: str | None = typer.Option(None, "--layout", help="TVM targets: NCHW (default) or NHWC"),
     tuned: Path | None = typer.Option(None, "--tuned", help="tvm-llvm: the schedule from this tuning database"),
+    force: bool = typer.Option(False, "--force", help="overwrite files of the same names already in the folder"),
     as_json: bool = typer.Option(False, "--json", help="report the written files as JSON"),
 ) -> None:
     """Kernel source and build files for an algorithm: C (.c, .h), CUDA (.cu), HLS C++, Verilog, or for
@@ -36,7 +37,7 @@ def generate(
     backend(target)
     options = {"dtype": dtype, "arch": arch, "bits": bits, "layout": layout, "tuned": tuned}
     alg = resolve(spec, points, None)
-    paths = codegen.generate(alg, output, target=target, layer=layer, padding=padding, **options)
+    paths = codegen.generate(alg, output, target=target, layer=layer, padding=padding, overwrite=force, **options)
     if as_json:
         print_json({"algorithm": alg.label, "target": target, "files": [str(p) for p in paths]})
     else:

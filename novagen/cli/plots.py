@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 from novagen.algebra import parse_spec
 from novagen.errors import InputError
+from novagen.files import atomic_write, check_target
 
 
-def accuracy_plot(rows: list[dict[str, Any]], path: Path) -> None:
+def check_plot_path(path: Path, overwrite: bool = False) -> str:
+    """The figure format of `path` (png, pdf or svg), after checking it may be written."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in ("png", "pdf", "svg"):
+        raise InputError(f"--plot {path}: use a .png, .pdf or .svg file")
+    check_target(path, overwrite)
+    return suffix
+
+
+def accuracy_plot(rows: list[dict[str, Any]], path: Path, overwrite: bool = False) -> None:
     """Layer error against tile size per point family; network agreement/accuracy per algorithm."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix not in ("png", "pdf", "svg"):
-        raise InputError(f"--plot {path}: use a .png, .pdf or .svg file")
+    suffix = check_plot_path(path, overwrite)
     layer = [r for r in rows if r["target"].startswith("layer")]
     nets = [r for r in rows if not r["target"].startswith("layer")]
     panels = [p for p in (layer, nets) if p]
@@ -62,13 +69,9 @@ def accuracy_plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.set_title(", ".join(sorted({r["target"] for r in nets})))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        fig.savefig(buf, format=suffix)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, buf.getvalue(), overwrite)

@@ -14,6 +14,8 @@ from novagen.cli import tables
 from novagen.cli.common import POINTS_HELP, SNAP_HELP, SPEC_HELP, err, out, print_json, resolve
 from novagen.errors import InputError, TransformFileError
 from novagen.export import FORMATS, document, export, render, resolve_format
+from novagen.files import shorten
+from novagen.limits import short
 from novagen.metrics import metrics
 from novagen.points import format_point
 from novagen.verify import verify
@@ -48,14 +50,25 @@ def show(
 
 
 def read_transform(path: Path) -> AnyAlgorithm:
+    """The algorithm in a JSON file (as `show --json` writes); TransformFileError for anything else."""
+    if not path.exists():
+        raise TransformFileError(f"cannot read {shorten(path)}: no such file")
+    if not path.is_file():
+        raise TransformFileError(f"{shorten(path)} is not a file: give a JSON file with AT, G and BT")
+    if path.stat().st_size > 1 << 22:
+        raise TransformFileError(f"{shorten(path)} is {path.stat().st_size:,} bytes: a transform file is a few KB")
     try:
         text = path.read_text()
     except OSError as exc:
-        raise TransformFileError(f"cannot read {path}: {exc.strerror}") from None
+        raise TransformFileError(f"cannot read {shorten(path)}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TransformFileError(f"{shorten(path)} is not text: give a JSON file with AT, G and BT") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TransformFileError(f"{path} is not JSON (line {exc.lineno}: {exc.msg})") from None
+        raise TransformFileError(f"{shorten(path)} is not JSON (line {exc.lineno}: {exc.msg})") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise TransformFileError(f"{shorten(path)} holds a number novagen will not read: {short(exc, 120)}") from None
     return from_dict(data)
 
 
@@ -91,6 +104,7 @@ def export_cmd(
     output: Path | None = typer.Option(None, "--output", "-o", help="file to write (default: stdout)"),
     points: str | None = typer.Option(None, "--points", "-p", help=POINTS_HELP),
     snap: int | None = typer.Option(None, "--snap", metavar="N", help=SNAP_HELP),
+    force: bool = typer.Option(False, "--force", help="with -o: overwrite the file if it exists"),
     as_json: bool = typer.Option(False, "--json", help="with -o: report what was written as JSON"),
 ) -> None:
     """Write an algorithm as JSON, a C header, NumPy .npz, LaTeX or Markdown."""
@@ -102,7 +116,7 @@ def export_cmd(
         data = render(alg, name)
         sys.stdout.write(data if isinstance(data, str) else data.decode())
         return
-    path = export(alg, name, output)
+    path = export(alg, name, output, force)
     if as_json:
         print_json({"path": str(path), "format": name, "algorithm": alg.label, "hash": alg.content_hash,
                      "bytes": path.stat().st_size})

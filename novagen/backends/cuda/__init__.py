@@ -35,7 +35,7 @@ from novagen.backends.cuda.kernel import (
     ptxas_report,
     render,
 )
-from novagen.files import atomic_write
+from novagen.files import write_files
 from novagen.program import programs
 
 __all__ = ["BACKENDS", "CudaKernel", "DEFAULT_ARCH", "build", "emulate", "generate", "gpu_arch", "info", "layout",
@@ -78,25 +78,21 @@ def _readme(alg: Algorithm, name: str, dtype: str, layer: tuple[int, ...] | None
 
 
 def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None = None, padding: int = 1,
-             dtype: str = "fp16", arch: str = DEFAULT_ARCH) -> list[Path]:
+             dtype: str = "fp16", arch: str = DEFAULT_ARCH, overwrite: bool = False) -> list[Path]:
     """Write the .cu source, a Makefile, build.sh and a README into `out_dir`."""
     alg = check(alg, dtype)
     files = render(alg, dtype)
     (src, text), = files.items()
     name = prefix(alg, dtype)
     cmd = ["nvcc", *NVCC_FLAGS, f"-arch={check_arch(arch)}", "--ptxas-options=-v", src, "-o", f"lib{name}.so"]
-    out = Path(out_dir)
-    written = [atomic_write(out / src, text)]
-    make = (f"NVCC ?= nvcc\nARCH ?= {arch}\nNVCCFLAGS ?= {' '.join(NVCC_FLAGS)} --ptxas-options=-v\n\n"
-            f"lib{name}.so: {src}\n\t$(NVCC) $(NVCCFLAGS) -arch=$(ARCH) {src} -o $@\n\n"
-            f"clean:\n\trm -f lib{name}.so\n")
-    written.append(atomic_write(out / "Makefile", make))
-    build_sh = ("#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\n"
-                + " ".join(shlex.quote(c) for c in cmd).replace(f"-arch={arch}", f"-arch=${{ARCH:-{arch}}}") + "\n")
-    written.append(atomic_write(out / "build.sh", build_sh))
-    (out / "build.sh").chmod(0o755)
-    written.append(atomic_write(out / "README.md", _readme(alg, name, dtype, layer, padding, cmd)))
-    return written
+    files["Makefile"] = (f"NVCC ?= nvcc\nARCH ?= {arch}\nNVCCFLAGS ?= {' '.join(NVCC_FLAGS)} --ptxas-options=-v\n\n"
+                         f"lib{name}.so: {src}\n\t$(NVCC) $(NVCCFLAGS) -arch=$(ARCH) {src} -o $@\n\n"
+                         f"clean:\n\trm -f lib{name}.so\n")
+    files["build.sh"] = ("#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\n"
+                         + " ".join(shlex.quote(c) for c in cmd).replace(f"-arch={arch}", f"-arch=${{ARCH:-{arch}}}")
+                         + "\n")
+    files["README.md"] = _readme(alg, name, dtype, layer, padding, cmd)
+    return write_files(out_dir, files, overwrite, executable=("build.sh",))
 
 
 

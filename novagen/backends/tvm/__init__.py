@@ -37,12 +37,14 @@ from novagen.backends.tvm.tuning import TuneResult, is_direct, load_tuned, rpc_r
 from novagen.layers import LAYOUTS
 
 
-def _generate_llvm(alg: Any, out_dir: str | Path, layer: Any, padding: int, **options: Any) -> list[Path]:
-    return generate(alg, out_dir, "tvm-llvm", layer, padding, **options)
+def _generate_llvm(alg: Any, out_dir: str | Path, layer: Any, padding: int, overwrite: bool = False,
+                   **options: Any) -> list[Path]:
+    return generate(alg, out_dir, "tvm-llvm", layer, padding, overwrite=overwrite, **options)
 
 
-def _generate_cuda(alg: Any, out_dir: str | Path, layer: Any, padding: int, **options: Any) -> list[Path]:
-    return generate(alg, out_dir, "tvm-cuda", layer, padding, **options)
+def _generate_cuda(alg: Any, out_dir: str | Path, layer: Any, padding: int, overwrite: bool = False,
+                   **options: Any) -> list[Path]:
+    return generate(alg, out_dir, "tvm-cuda", layer, padding, overwrite=overwrite, **options)
 
 
 def _compile(alg: Any, layer: Any, padding: int, **options: Any) -> Conv2d:
