@@ -5,7 +5,9 @@ The light core is imported here; the stages that pull in heavy dependencies load
 `novagen.pareto(...)`), and, with their extras, `novagen.networks`, `novagen.torch` and `novagen.tvm`.
 """
 
-from novagen.algebra import Algorithm, Nested, Spec, balance, build, from_dict, parse_spec
+from typing import Any
+
+from novagen.algebra import Algorithm, AnyAlgorithm, Nested, Spec, balance, build, from_dict, parse_spec
 from novagen.catalog import algorithm, catalog_entries
 from novagen.codegen import compile, generate
 from novagen.errors import (
@@ -20,7 +22,8 @@ from novagen.errors import (
 )
 from novagen.metrics import metrics
 from novagen.points import INF, family_points, parse_points
-from novagen.verify import Certificate, verify
+from novagen.verify import Certificate
+from novagen.verify import verify as verify_algorithm
 from novagen.version import __version__
 
 __all__ = [
@@ -29,6 +32,12 @@ __all__ = [
     "__version__", "algorithm", "balance", "build", "catalog_entries", "compile", "family_points", "from_dict",
     "generate", "metrics", "pareto", "parse_points", "parse_spec", "search", "verify",
 ]
+
+def verify(alg: AnyAlgorithm | str, **options: Any) -> Certificate:
+    """Prove an algorithm, or the catalog entry a name such as "F(6,3)/nova" names, exact (see
+    `novagen.verify.verify` for the options): a Certificate, or VerificationFailed."""
+    return verify_algorithm(algorithm(alg) if isinstance(alg, str) else alg, **options)
+
 
 _LAZY_MODULES = ("accuracy", "precision", "pointsearch", "networks", "torch", "tvm")
 _LAZY_FUNCTIONS = {"search": "novagen.pointsearch", "pareto": "novagen.pointsearch"}

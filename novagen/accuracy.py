@@ -18,11 +18,28 @@ import numpy as np
 from novagen.algebra import Algorithm, AnyAlgorithm, Nested, balance
 from novagen.catalog import algorithm as lookup_algorithm
 from novagen.errors import InputError
-from novagen.layers import parse_layer
+from novagen.layers import conv_bytes, parse_layer
+from novagen.limits import require_memory
+from novagen.limits import seed as limits_seed
 from novagen.precision import Policy, direct_emulate, policy, winograd_emulate
-from novagen.reference import correlate_direct
+from novagen.reference import correlate_direct, real_array
 
 DIRECT = "direct"
+
+
+def emulation_bytes(shape: Sequence[int], algs: Sequence[Algorithm] | None) -> float:
+    """Memory the float64 emulation of a layer needs, about: the reference (with its im2col copy), and for
+    Winograd three copies each of the input tiles and the Winograd-domain products (per-operation rounding
+    keeps temporaries of their size)."""
+    if len(shape) != 5:
+        return 0.0
+    n, c, h, w, k = (int(v) for v in shape)
+    total = conv_bytes((n, c, h, w, k), 3, 1)
+    if algs:
+        a, m = algs[0].alpha, algs[0].m
+        tiles = n * -(-h // m) * -(-w // m)
+        total += 8.0 * 3 * (tiles * a * a * (c + k)) + 8.0 * k * c * a * a
+    return total
 
 
 def _shape(shape: Sequence[int]) -> tuple[int, int, int, int, int]:
@@ -39,7 +56,7 @@ def layer_data(shape: Sequence[int], seed: int = 0, r: int = 3) -> tuple[np.ndar
     """Realistic layer operands: post-ReLU activations with a BatchNorm-like per-channel scale and
     shift (about half the values zero, the rest O(1)), and He-initialised weights N(0, 2/(C·r²))."""
     N, C, H, W, K = _shape(shape)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(limits_seed(seed))
     gamma = rng.uniform(0.5, 2.0, C)[None, :, None, None]
     beta = rng.normal(0.0, 0.5, C)[None, :, None, None]
     x = np.maximum(gamma * rng.standard_normal((N, C, H, W)) + beta, 0.0)
@@ -134,9 +151,13 @@ def layer_error(alg: str | AnyAlgorithm, precision: str | Policy = "fp16",
     resolved = resolve_algorithm(alg, balanced)
     pol = policy(precision)
     r = 3 if resolved == DIRECT else axes_2d(resolved)[0].r  # type: ignore[arg-type]
-    gx, gw = layer_data(shape, seed, r)
-    x = gx if x is None else np.asarray(x, dtype=np.float64)
-    w = gw if w is None else np.asarray(w, dtype=np.float64)
+    seed = limits_seed(seed)
+    dims = _shape(shape) if x is None else (*np.shape(x), (np.shape(w)[0] if w is not None else _shape(shape)[4]))
+    require_memory(emulation_bytes(dims, None if resolved == DIRECT else axes_2d(resolved)),  # type: ignore[arg-type]
+                   f"emulating layer {','.join(map(str, dims))}")
+    gx, gw = (None, None) if x is not None and w is not None else layer_data(shape, seed, r)
+    x = gx if x is None else real_array(x, "x")
+    w = gw if w is None else real_array(w, "w")
     ref = correlate_direct(x, w, padding)
     if resolved == DIRECT:
         y, counts = direct_emulate(x, w, pol, padding)

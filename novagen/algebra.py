@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from novagen.errors import PointsError, SpecError, TransformFileError
+from novagen.errors import InputError, PointsError, SpecError, TransformFileError
+from novagen.limits import MAX_TEXT, rational, short
 from novagen.points import INF, Point, family_points, format_point, is_family, parse_point, parse_points
 
 MAX_ALPHA = 32
@@ -95,14 +96,17 @@ _SPEC_RE = re.compile(r"^\s*[Ff]\s*\(\s*([0-9xX×\s]+?)\s*,\s*([0-9xX×\s]+?)\s*
 
 def parse_spec(text: str) -> Spec:
     """Parse "F(6,3)", "F(4x4,3x3)" or "F(4×2,3×3)"."""
-    match = _SPEC_RE.match(text or "")
+    if not isinstance(text, str):
+        raise SpecError(f"{short(repr(text))} is not a spec: write F(m,r) such as F(6,3)")
+    match = _SPEC_RE.match(text) if len(text) <= MAX_TEXT else None
     if not match:
-        raise SpecError(f"'{text}' is not a spec: write F(m,r) such as F(6,3), or F(4x4,3x3) for 2D")
+        raise SpecError(f"'{short(text)}' is not a spec: write F(m,r) such as F(6,3), or F(4x4,3x3) for 2D")
 
     def sizes(part: str) -> list[int]:
         items = [s.strip() for s in re.split(r"[xX×]", part)]
-        if not all(s.isdigit() for s in items):
-            raise SpecError(f"'{text}' is not a spec: sizes must be whole numbers, as in F(6,3)")
+        if not all(s.isdigit() and len(s) <= 4 for s in items):
+            raise SpecError(f"'{short(text)}' is not a spec: sizes must be whole numbers up to the tile limit, "
+                            "as in F(6,3)")
         return [int(s) for s in items]
 
     return Spec.of(sizes(match.group(1)), sizes(match.group(2)))
@@ -193,22 +197,11 @@ def cook_toom(m: int, r: int, points: Sequence[Point]) -> tuple[Matrix, Matrix, 
 
 
 def _frac(value: Any, where: str) -> Fraction:
-    if isinstance(value, bool):
-        raise TransformFileError(f"{where}: {value!r} is not a number")
-    if isinstance(value, Fraction):
-        return value
-    if isinstance(value, numbers.Integral):
-        return Fraction(int(value))
-    if isinstance(value, numbers.Real):
-        if not math.isfinite(float(value)):
-            raise TransformFileError(f"{where}: {value!r} is not a finite number")
-        return Fraction(repr(float(value)))
-    if isinstance(value, str):
-        try:
-            return Fraction(value.strip())
-        except (ValueError, ZeroDivisionError):
-            pass
-    raise TransformFileError(f"{where}: {value!r} is not a number (write integers or fractions like \"-5/6\")")
+    """A matrix entry: exact from integers and rational strings; a float is read as its shortest decimal
+    (0.1 is 1/10, as a JSON file means it)."""
+    if isinstance(value, float) and not isinstance(value, bool) and math.isfinite(value):
+        value = repr(value)
+    return rational(value, where, TransformFileError)
 
 
 def as_matrix(rows: Any, label: str) -> Matrix:
@@ -306,7 +299,14 @@ class Algorithm:
 
     def matrices(self, dtype: Any = "float64") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """AT, G, BT as NumPy arrays (each entry rounded once from its exact value)."""
-        return tuple(_to_array(M, dtype) for M in (self.AT, self.G, self.BT))  # type: ignore[return-value]
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise InputError(f"dtype {short(repr(dtype))} is not a NumPy dtype: use float64, float32, float16 or "
+                             "an ml_dtypes format such as bfloat16") from None
+        if dt.kind not in "fiuV" and "float" not in dt.name:
+            raise InputError(f"dtype {dt} is not a number format: use float64, float32, float16 or bfloat16")
+        return tuple(_to_array(M, dt) for M in (self.AT, self.G, self.BT))  # type: ignore[return-value]
 
     @cached_property
     def content_hash(self) -> str:

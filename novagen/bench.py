@@ -19,7 +19,8 @@ from novagen.algebra import Algorithm
 from novagen.backends.c import Kernel, compiler_identity
 from novagen.backends.toolchain import BuildError, find_compiler
 from novagen.errors import CheckFailed, InputError
-from novagen.layers import Layer, direct_gflop
+from novagen.layers import Layer, conv_bytes, direct_gflop
+from novagen.limits import require_memory, whole
 from novagen.timing import (
     FP32_BOUND,
     Candidate,
@@ -104,7 +105,10 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, re
 
     if not algorithms:
         raise InputError("give at least one algorithm to benchmark")
-    threads = threads or os.cpu_count() or 1
+    threads = whole("--threads", threads, 1, 4096) if threads is not None else os.cpu_count() or 1
+    repeats = whole("--repeats", repeats, 1, 1000)
+    for layer in layers:
+        require_memory(conv_bytes(layer.shape, 3, layer.padding) * 2, f"benchmarking layer {layer.shape}")
     torch.set_num_threads(threads)
     info = machine_info()
     try:

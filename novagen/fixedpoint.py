@@ -26,6 +26,7 @@ import numpy as np
 
 from novagen.algebra import Algorithm, Matrix
 from novagen.errors import InputError
+from novagen.limits import whole
 from novagen.program import Program, compile_matrix
 from novagen.reference import input_tiles, resolve_padding
 
@@ -93,8 +94,7 @@ class FixedPointDesign:
         for name, v, lo, hi in (("input bits", self.in_bits, 2, 32), ("coefficient bits", self.coef_bits, 2, 32)):
             if not (isinstance(v, int) and lo <= v <= hi):
                 raise InputError(f"{name} {v!r} must be an integer from {lo} to {hi}")
-        if self.channels < 1:
-            raise InputError(f"channels {self.channels} must be at least 1")
+        whole("channels", self.channels, 1, 1 << 24)
         if not self.weight_max > 0:
             raise InputError(f"weight_max {self.weight_max} must be positive")
 

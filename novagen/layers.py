@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from novagen.errors import InputError
+from novagen.limits import MAX_DIM, MAX_TEXT, short, whole
 
 Shape = tuple[int, int, int, int, int]
 LAYOUTS = ("NCHW", "NHWC")
@@ -21,14 +22,18 @@ def parse_layer(text: str | Sequence[int] | None) -> Shape | None:
     None stays None (a kernel for any shape)."""
     if text is None:
         return None
-    bad = f"layer '{text}' is not N,C,H,W,K: write five positive integers such as 1,64,56,56,64"
+    bad = f"layer '{short(text)}' is not N,C,H,W,K: write five positive integers such as 1,64,56,56,64"
     try:
         parts = text.replace("x", ",").split(",") if isinstance(text, str) else list(text)
+        if len(parts) != 5 or (isinstance(text, str) and len(text) > MAX_TEXT):
+            raise ValueError(text)
         vals = tuple(_integer(v) for v in parts)
     except (TypeError, ValueError):
         raise InputError(bad) from None
     if len(vals) != 5 or min(vals) < 1:
         raise InputError(bad)
+    if max(vals) > MAX_DIM:
+        raise InputError(f"layer '{short(text)}': every dimension must be at most {MAX_DIM:,}")
     return vals  # type: ignore[return-value]
 
 
@@ -37,7 +42,7 @@ def _integer(v: Any) -> int:
         raise ValueError(v)
     if isinstance(v, (int, np.integer)):
         return int(v)
-    if isinstance(v, str):
+    if isinstance(v, str) and len(v.strip()) <= 12:
         return int(v.strip())
     raise ValueError(v)
 
@@ -68,6 +73,15 @@ def output_hw(layer: Sequence[int], r: int, padding: int | Sequence[int] = 1) ->
     if oh < 1 or ow < 1:
         raise InputError(f"input {h}x{w} with padding {padding} is smaller than the {r}x{r} kernel")
     return oh, ow
+
+
+def conv_bytes(layer: Sequence[int], r: int = 3, padding: int = 1, element: int = 8) -> float:
+    """Bytes of a convolution's input, weights and output at `element` bytes each, plus the im2col copy
+    (C·r² values per output pixel) that NumPy's and torch's direct references build: what checking a
+    layer against float64 costs at least."""
+    n, c, h, w, k = layer
+    oh, ow = output_hw(layer, r, padding)
+    return float(element) * (n * c * h * w + k * c * r * r + n * k * oh * ow + n * c * r * r * oh * ow)
 
 
 def direct_gflop(layer: Sequence[int], r: int = 3, padding: int | Sequence[int] = 1) -> float:
@@ -109,8 +123,7 @@ def network_layers(network: str, batch: int = 1) -> list[Layer]:
     """The distinct conv shapes of a network (layers of the same shape grouped, in order)."""
     if network not in NETWORKS:
         raise InputError(f"network '{network}' is not known: use one of {', '.join(NETWORKS)}")
-    if batch < 1:
-        raise InputError(f"batch {batch} must be at least 1")
+    batch = whole("batch", batch, 1, 1 << 16)
     groups: dict[tuple[int, ...], list[str]] = {}
     for name, c, hw, k in NETWORKS[network]:
         groups.setdefault((batch, c, hw, hw, k), []).append(name)

@@ -13,6 +13,7 @@ from fractions import Fraction
 from typing import Any
 
 from novagen.errors import PointsError
+from novagen.limits import MAX_POINT, MAX_SNAP, rational, short, whole
 
 
 class _Infinity:
@@ -37,10 +38,11 @@ class _Infinity:
 
 INF = _Infinity()
 Point = Fraction | _Infinity
-Matrix = tuple[tuple[Fraction, ...], ...]
 
 
 _INF_WORDS = {"inf", "+inf", "infinity", "+infinity", "∞", "oo"}
+MAX_POINTS = 64
+"""Most points a list may hold (a tile has at most 32 per axis)."""
 
 
 def parse_point(value: Any) -> Point:
@@ -50,43 +52,36 @@ def parse_point(value: Any) -> Point:
     """
     if value is INF:
         return INF
-    if isinstance(value, Fraction):
-        return value
-    if isinstance(value, bool):
-        raise PointsError(f"{value!r} is not a point: give a number, a fraction such as -5/6, or inf")
-    if isinstance(value, numbers.Integral):
-        return Fraction(int(value))
-    if isinstance(value, numbers.Real):
-        x = float(value)
-        if math.isinf(x) and x > 0:
-            return INF
-        if not math.isfinite(x):
-            raise PointsError(f"{value!r} is not a point: points must be finite numbers or +inf")
-        return Fraction(x)
-    if isinstance(value, str):
-        token = value.strip()
-        if token.lower() in _INF_WORDS:
-            return INF
-        try:
-            return Fraction(token)
-        except (ValueError, ZeroDivisionError):
-            pass
-    raise PointsError(
-        f"'{value}' is not a point: write an integer, a fraction such as -5/6, a decimal such as 0.6, or inf"
-    )
+    if isinstance(value, str) and value.strip().lower() in _INF_WORDS:
+        return INF
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Rational)) \
+            and math.isinf(float(value)) and float(value) > 0:
+        return INF
+    p = rational(value, "point", PointsError, "a point", ", or inf")
+    if abs(p) > MAX_POINT:
+        raise PointsError(f"point {short(value)} is too large: points lie within ±{MAX_POINT:,} "
+                          "(write inf for the point at infinity)")
+    return p
 
 
 def parse_points(points: str | Iterable[Any], snap: int | None = None) -> tuple[Point, ...]:
     """A point list from "0,3/5,-3/5,inf" or a sequence; `snap` rounds each finite point to the
     nearest rational with denominator <= snap (only when asked)."""
-    items = [t for t in points.replace(";", ",").split(",")] if isinstance(points, str) else list(points)
-    if isinstance(points, str) and not points.strip():
-        raise PointsError("no points given: write them as a comma-separated list such as 0,1,-1,inf")
+    if isinstance(points, str):
+        if not points.strip():
+            raise PointsError("no points given: write them as a comma-separated list such as 0,1,-1,inf")
+        items: list[Any] = points.replace(";", ",").split(",")
+    else:
+        try:
+            items = list(points)
+        except TypeError:
+            raise PointsError(f"{short(repr(points))} is not a list of points such as [0, 1, -1]") from None
+    if len(items) > MAX_POINTS:
+        raise PointsError(f"{len(items)} points given: an algorithm has at most {MAX_POINTS}")
     parsed = tuple(parse_point(t) for t in items)
     if snap is not None:
-        if int(snap) < 1:
-            raise PointsError(f"snap denominator {snap} must be at least 1")
-        parsed = tuple(p if p is INF else p.limit_denominator(int(snap)) for p in parsed)
+        den = whole("snap denominator", snap, 1, MAX_SNAP)
+        parsed = tuple(p if p is INF else p.limit_denominator(den) for p in parsed)
     return parsed
 
 

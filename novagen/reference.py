@@ -46,6 +46,15 @@ def resolve_padding(padding: Any, kernel: Sequence[int]) -> Pads:
     return tuple((p, p) for p in values)
 
 
+def real_array(a: Any, name: str) -> np.ndarray:
+    """`a` as a float64 array; InputError for complex, text or object data, which a convolution of real
+    tensors cannot take."""
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf" and not (arr.dtype.kind == "V" and "float" in arr.dtype.name):
+        raise InputError(f"{name} must hold real numbers, not {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
 def _check(x: np.ndarray, w: np.ndarray, nd: int) -> None:
     if x.ndim != nd + 2 or w.ndim != nd + 2:
         raise InputError(
@@ -65,8 +74,8 @@ def _out_sizes(x: np.ndarray, kernel: Sequence[int], pads: Pads) -> list[int]:
 
 def correlate_direct(x: np.ndarray, w: np.ndarray, padding: Any = "valid") -> np.ndarray:
     """Direct correlation in float64 (the ground truth every algorithm is measured against)."""
-    x = np.asarray(x, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
+    x = real_array(x, "x")
+    w = real_array(w, "w")
     nd = w.ndim - 2
     _check(x, w, nd)
     kernel = w.shape[2:]
@@ -140,8 +149,8 @@ def assemble(Y: np.ndarray, out: Sequence[int]) -> np.ndarray:
 
 def winograd_correlate(x: np.ndarray, w: np.ndarray, algs: Sequence[Any], padding: Any = "valid") -> np.ndarray:
     """Winograd correlation in float64 with one 1D algorithm per spatial axis."""
-    x = np.asarray(x, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
+    x = real_array(x, "x")
+    w = real_array(w, "w")
     _check(x, w, len(algs))
     if tuple(w.shape[2:]) != tuple(a.r for a in algs):
         raise InputError(

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from novagen import limits
 from novagen.accuracy import ErrorReport, layer_error
 from novagen.errors import InputError
 
@@ -29,6 +30,9 @@ def study(algorithms: Sequence[str], precisions: Sequence[str], shape: tuple[int
           progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """The JSON rows (`ErrorReport.row`) of every job; networks are built (and the digits CNN trained) once
     each, then reused across algorithms and precisions.  `progress(description)` is called before each job."""
+    seed = limits.seed(seed, "--seed")
+    inputs = limits.whole("--inputs", inputs, 1, 100_000)
+    width = limits.real("--width", width, 0.0, 16.0, open_low=True)
     todo = jobs(algorithms, precisions, shape, networks)
     rows: list[dict[str, Any]] = []
     models: dict[str, Any] = {}

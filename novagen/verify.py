@@ -24,7 +24,9 @@ from sympy import QQ
 from sympy.polys.rings import ring
 
 from novagen.algebra import Algorithm, AnyAlgorithm, Matrix, Nested
-from novagen.errors import VerificationFailed
+from novagen.errors import InputError, VerificationFailed
+from novagen.limits import seed as limits_seed
+from novagen.limits import whole
 from novagen.version import __version__
 
 SYMBOLIC_2D_MAX_ALPHA = 8
@@ -152,6 +154,11 @@ def verify(alg: AnyAlgorithm, *, symbolic_2d: bool | None = None, trials: int = 
     `symbolic_2d` None proves the 2D nesting when every axis has alpha <= 8.  With strict=False a
     failed proof returns a certificate with verified=False and the counterexample.
     """
+    if not isinstance(alg, (Algorithm, Nested)):
+        raise InputError(f"verify takes an algorithm (novagen.verify also takes a catalog name such as "
+                         f"'F(6,3)/nova'), not {type(alg).__name__}")
+    trials = whole("trials", trials, 0, 10_000)
+    seed = limits_seed(seed)
     start = time.perf_counter()
     axes = alg.axes if isinstance(alg, Nested) else (alg,)
     pairs = [(axes[0], axes[1])] if len(axes) == 2 else [(axes[0], axes[0])] if len(axes) == 1 else []

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from novagen.catalog import algorithm, write_entry
+from novagen.catalog import algorithm, source_catalog, write_entry
 from novagen.cli import tables
 from novagen.cli.common import err, out, print_json
 from novagen.errors import InputError, NovagenError
@@ -35,24 +35,38 @@ def search_cmd(
                                       help="front of --objective against this, e.g. --objective fp16 --pareto cost"),
     campaign: Path | None = typer.Option(None, "--campaign", help="re-run a campaign file (search/*.toml)"),
     write: bool = typer.Option(False, "--write", help="with --campaign: write the catalog entry into verify/"),
+    list_campaigns: bool = typer.Option(False, "--list", help="list the shipped campaigns and exit"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Find well-conditioned points with CMA-ES, snap them to rationals and prove them exact."""
     from novagen import pointsearch as S
 
+    if list_campaigns:
+        rows = [{"file": c.path.name, "name": c.name, "objective": c.settings.get("objective", "vandermonde"),
+                 "description": c.description} for c in S.shipped_campaigns()]
+        if as_json:
+            print_json(rows)
+        else:
+            out().print(tables.campaigns_table(rows))
+        return
     if (spec is None) == (campaign is None):
         raise InputError("give a spec such as F(8,3), or --campaign FILE")
     camp = S.load_campaign(campaign) if campaign is not None else None
+    if write:
+        if camp is None:
+            raise InputError("--write records a campaign's result in the catalog: give --campaign FILE")
+        source_catalog()
     if pareto is not None and camp is not None:
         raise InputError("--pareto runs a new search: give a spec, not --campaign")
+    console = err()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), console=err(), transient=True)
+                        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+    task = progress.add_task("continuous (CMA-ES)", total=(camp.settings.get("restarts", 4) if camp else restarts),
+                             info="")
 
-    with progress:
-        task = progress.add_task("continuous (CMA-ES)", total=(camp.settings.get("restarts", 4) if camp else restarts),
-                                 info="")
-
+    try:
         def on_progress(ev: dict[str, Any]) -> None:
+            progress.start()  # only once the settings passed their checks: an error stays one line
             if ev["phase"] == "continuous":
                 progress.update(task, completed=ev["restart"],
                                 info=f"restart {ev['restart']}/{ev['restarts']}  {ev['evaluations']:,} evals  "
@@ -75,6 +89,8 @@ def search_cmd(
                               dyadic=dyadic, infinity=infinity, max_abs=max_abs, seed=seed, restarts=restarts,
                               max_evaluations=max_evaluations, budget_seconds=budget_seconds, workers=workers,
                               top=top, balanced=balanced, on_progress=on_progress)
+    finally:
+        progress.stop()
     if pareto is not None:
         if as_json:
             print_json(front.to_dict())

@@ -254,3 +254,13 @@ def tvm_bench_table(result: dict[str, Any], layout: str, tuned: bool, direct: bo
     for r in result["layers"]:
         table.add_row(*(cell(r) for _, cell in cols))
     return table
+
+
+def campaigns_table(rows: list[dict[str, Any]]) -> Table:
+    """The shipped search campaigns: file, catalog entry, objective, what it is for."""
+    table = Table(title="shipped search campaigns (novagen search --campaign FILE)", title_justify="left")
+    for col in ("file", "entry", "objective", "description"):
+        table.add_column(col, no_wrap=col != "description", overflow="fold")
+    for r in rows:
+        table.add_row(r["file"], r["name"], r["objective"], r["description"])
+    return table

@@ -16,7 +16,13 @@ The NOVA method as a pipeline of pure steps, one module each:
 
 from __future__ import annotations
 
-from novagen.pointsearch.campaigns import Campaign, campaign_provenance, load_campaign, run_campaign
+from novagen.pointsearch.campaigns import (
+    Campaign,
+    campaign_provenance,
+    load_campaign,
+    run_campaign,
+    shipped_campaigns,
+)
 from novagen.pointsearch.objectives import (
     ERROR_LAYER,
     OBJECTIVES,
@@ -39,5 +45,5 @@ __all__ = [
     "ERROR_LAYER", "OBJECTIVES", "PENALTY", "Campaign", "Candidate", "FrontPoint", "Objective", "ParetoResult",
     "PointSet", "SearchResult", "Space", "Weighted", "campaign_provenance", "canonical_points", "error_data",
     "exact_algorithm", "feasibility", "lattice", "load_campaign", "measured_error", "nondominated", "pareto",
-    "parse_objective", "refine", "register_objective", "run_campaign", "search",
+    "parse_objective", "refine", "register_objective", "run_campaign", "search", "shipped_campaigns",
 ]

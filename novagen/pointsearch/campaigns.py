@@ -12,6 +12,8 @@ from typing import Any
 from novagen.algebra import parse_spec
 from novagen.catalog import split_name
 from novagen.errors import InputError
+from novagen.files import shorten
+from novagen.limits import short
 from novagen.pointsearch.optimizer import search
 from novagen.pointsearch.results import SearchResult
 from novagen.resources import data_dir
@@ -42,12 +44,17 @@ def load_campaign(path: str | Path) -> Campaign:
     if not p.exists():
         shipped = data_dir("search") / p.name
         if not shipped.exists():
-            raise InputError(f"campaign file {path} does not exist (shipped campaigns: novagen search --list)")
+            raise InputError(f"campaign file {shorten(path)} does not exist (the shipped campaigns: novagen search "
+                             "--list)")
         p = shipped
+    if not p.is_file():
+        raise InputError(f"campaign {shorten(p)} is not a file")
+    if p.stat().st_size > 1 << 20:
+        raise InputError(f"campaign {shorten(p)} is {p.stat().st_size:,} bytes: a campaign is a short TOML file")
     try:
         data = tomllib.loads(p.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"cannot read campaign {p}: {exc}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"cannot read campaign {shorten(p)}: {short(exc, 200)}") from None
     unknown = set(data) - CAMPAIGN_KEYS
     if unknown:
         raise InputError(f"campaign {p.name}: unknown keys {', '.join(sorted(unknown))} "
@@ -60,6 +67,11 @@ def load_campaign(path: str | Path) -> Campaign:
         raise InputError(f"campaign {p.name}: name {data['name']} does not match spec {data['spec']}")
     settings = {k: v for k, v in data.items() if k not in ("name", "spec", "description")}
     return Campaign(data["name"], data["spec"], settings, data.get("description", ""), p)
+
+
+def shipped_campaigns() -> list[Campaign]:
+    """The campaigns that ship with novagen (search/*.toml), by file name."""
+    return [load_campaign(p) for p in sorted(data_dir("search").glob("*.toml"))]
 
 
 def run_campaign(campaign: Campaign, on_progress: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:

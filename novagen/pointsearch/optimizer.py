@@ -18,9 +18,12 @@ import numpy as np
 
 from novagen.algebra import Algorithm, Spec, balance, parse_spec
 from novagen.errors import InputError, SpecError
+from novagen.interrupts import ignore_interrupts
+from novagen.limits import real, short, whole
+from novagen.limits import seed as limits_seed
 from novagen.pointsearch.objectives import PENALTY, Weighted, parse_objective
 from novagen.pointsearch.results import Candidate, SearchResult
-from novagen.pointsearch.space import Space, canonical_points, feasibility, refine
+from novagen.pointsearch.space import MAX_ABS, Space, canonical_points, feasibility, lattice_size, refine
 from novagen.verify import verify
 
 with warnings.catch_warnings():
@@ -47,7 +50,8 @@ def run_restart(job: Restart) -> tuple[float, list[float], int, list[tuple[int, 
     lo = np.array([0.05 if space.lower(i) == 0 else -1.5 for i in range(space.dim)])
     x0 = rng.uniform(lo, 1.5)
     bounds = [[space.lower(i) for i in range(space.dim)], [space.max_abs] * space.dim]
-    opts = {"seed": job.seed + 1, "popsize": job.popsize, "maxfevals": job.max_evaluations, "verbose": -9,
+    opts = {"seed": (job.seed + 1) % (2**32 - 1) or 1, "popsize": job.popsize, "maxfevals": job.max_evaluations,
+            "verbose": -9,
             "bounds": bounds, "tolfun": 1e-12, "tolx": 1e-12}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -95,6 +99,7 @@ def search(
     keeps fp16 taps away from underflow (the measured-error objectives score it).
     """
     start = time.monotonic()
+    seed = limits_seed(seed, "--seed")
     spec, obj, space, settings = setup(spec, objective, max_denominator, symmetric, dyadic, infinity, max_abs,
                                         restarts, max_evaluations, workers, top, budget_seconds)
     deadline = start + budget_seconds if budget_seconds else math.inf
@@ -116,6 +121,10 @@ def search(
                         evaluations, dropped, time.monotonic() - start, truncated=time.monotonic() > deadline)
 
 
+MAX_RESTARTS = 12
+"""IPOP doubles the population each restart: 12 restarts already reach 2048 × the base population."""
+
+
 def setup(spec: str | Spec, objective: str, max_denominator: int, symmetric: bool, dyadic: bool,
            infinity: bool, max_abs: float, restarts: int, max_evaluations: int, workers: int, top: int,
            budget_seconds: float | None) -> tuple[Spec, Weighted, Space, dict[str, Any]]:
@@ -125,15 +134,19 @@ def setup(spec: str | Spec, objective: str, max_denominator: int, symmetric: boo
     if spec.ndim != 1:
         raise SpecError(f"search works on one axis: search F({spec.m[0]},{spec.r[0]}) and nest it for {spec}")
     obj = parse_objective(objective)
-    for name, value in (("--max-denominator", max_denominator), ("--restarts", restarts),
-                        ("--max-evaluations", max_evaluations), ("--workers", workers), ("--top", top)):
-        if int(value) < 1:
+    bounds = (("--max-denominator", max_denominator, 10**6), ("--restarts", restarts, MAX_RESTARTS),
+              ("--max-evaluations", max_evaluations, 10**7), ("--workers", workers, 256), ("--top", top, 1000))
+    for name, value, top_value in bounds:
+        v = whole(name, value, -(2**63), 2**63)
+        if v < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
-    if budget_seconds is not None and not budget_seconds > 0:
+        if v > top_value:
+            raise InputError(f"{name} must be at most {top_value:,}, got {short(value)}")
+    if budget_seconds is not None and not (real("--budget-seconds", budget_seconds, -1e300, 1e300) > 0):
         raise InputError(f"--budget-seconds must be positive, got {budget_seconds}")
-    if not max_abs > 0:
-        raise InputError(f"--max-abs must be positive, got {max_abs}")
-    space = Space(spec, symmetric, infinity, float(max_abs))
+    max_abs = real("--max-abs", max_abs, 0, MAX_ABS, open_low=True)
+    space = Space(spec, symmetric, infinity, max_abs)
+    lattice_size(max_denominator, max_abs, dyadic)
     feasibility(space, max_denominator, dyadic)
     settings = {"max_denominator": max_denominator, "symmetric": symmetric, "dyadic": dyadic,
                 "infinity": infinity, "max_abs": max_abs, "restarts": restarts,
@@ -167,7 +180,8 @@ def continuous_phase(space: Space, obj: Weighted, seed: int, restarts: int, max_
         for job in jobs:
             done(job, run_restart(job))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=ignore_interrupts) as pool:
             for job, res in zip(jobs, pool.map(run_restart, jobs)):
                 done(job, res)
     history: list[tuple[int, float]] = []

@@ -13,6 +13,7 @@ import numpy as np
 from novagen.algebra import Spec
 from novagen.catalog import lookup
 from novagen.errors import InputError, NovagenError
+from novagen.limits import seed as limits_seed
 from novagen.pointsearch.objectives import PENALTY, PointSet, Weighted, parse_objective
 from novagen.pointsearch.optimizer import continuous_phase, enumeration_budget, setup, verified_sets
 from novagen.pointsearch.results import FrontPoint, ParetoResult
@@ -58,6 +59,7 @@ def pareto(
     entries of `references` (families such as classic and nova) are scored the same way for comparison.
     """
     start = time.monotonic()
+    seed = limits_seed(seed, "--seed")
     spec, obj_a, space, settings = setup(spec, objective, max_denominator, symmetric, dyadic, infinity, max_abs,
                                           restarts, max_evaluations, workers, 1, budget_seconds)
     obj_b = parse_objective(against)

@@ -76,6 +76,25 @@ class Space:
         return 0.0 if (self.symmetric and i < self.pairs) else -self.max_abs
 
 
+MAX_ABS = 100.0
+"""Largest |point| the search considers."""
+MAX_LATTICE = 400_000
+"""Most rationals the lattice may hold: building and scanning it stays within seconds."""
+
+
+def lattice_size(max_denominator: int, max_abs: float, dyadic: bool = False) -> int:
+    """How many rationals p/q with q <= max_denominator and |p/q| <= max_abs there are (an upper bound,
+    counted without building them); InputError beyond MAX_LATTICE."""
+    dens = [2**k for k in range(max_denominator.bit_length()) if 2**k <= max_denominator] if dyadic \
+        else range(1, max_denominator + 1)
+    size = sum(2 * int(max_abs * q) + 1 for q in dens) if dyadic or max_denominator <= 10**4 \
+        else int(max_abs * max_denominator * (max_denominator + 1))
+    if size > MAX_LATTICE:
+        raise InputError(f"--max-denominator {max_denominator} with --max-abs {max_abs:g} gives about {size:,} "
+                         f"candidate rationals per point, more than {MAX_LATTICE:,}: lower either")
+    return size
+
+
 def lattice(max_denominator: int, max_abs: float, dyadic: bool = False, positive: bool = False) -> list[Fraction]:
     """Sorted rationals p/q with q <= max_denominator (powers of two only when dyadic), |p/q| <= max_abs."""
     dens = [2**k for k in range(max_denominator.bit_length()) if 2**k <= max_denominator] if dyadic \

@@ -15,7 +15,8 @@ from novagen.backends.tvm.runtime import Conv2d, DirectConv2d
 from novagen.backends.tvm.spec import TVMError, load_tvm, one_axis_tvm
 from novagen.backends.tvm.targets import host_target
 from novagen.backends.tvm.tuning import load_tuned
-from novagen.layers import Layer, direct_gflop
+from novagen.layers import Layer, conv_bytes, direct_gflop
+from novagen.limits import require_memory, whole
 from novagen.timing import FP32_BOUND, Candidate, fastest, geomean_ratio, machine_info, measure, settings, torch_layer
 
 
@@ -77,7 +78,10 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Any], repeats: in
     import torch
 
     tvm = load_tvm()
-    threads = threads or os.cpu_count() or 1
+    threads = whole("--threads", threads, 1, 4096) if threads is not None else os.cpu_count() or 1
+    repeats = whole("--repeats", repeats, 1, 1000)
+    for layer in layers:
+        require_memory(conv_bytes(layer.shape, 3, layer.padding) * 2, f"benchmarking layer {layer.shape}")
     torch.set_num_threads(threads)
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     rows = []

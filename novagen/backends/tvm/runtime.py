@@ -11,6 +11,8 @@ from novagen.backends.tvm.compute import direct_module, transform_weights
 from novagen.backends.tvm.schedule import conv2d_module
 from novagen.backends.tvm.spec import TVMError, load_tvm, make_spec
 from novagen.backends.tvm.targets import resolve_target
+from novagen.layers import conv_bytes
+from novagen.limits import require_memory
 
 
 class Conv2d:
@@ -23,6 +25,8 @@ class Conv2d:
                  k_block: int | None = None) -> None:
         tvm = load_tvm()
         self.spec = make_spec(alg, layer, padding, dtype, layout, weights, p_block, k_block)
+        require_memory(conv_bytes(self.spec.layer, self.spec.alg.r, self.spec.padding[0], 4),
+                       f"a TVM conv2d for layer {self.spec.layer}")
         if mod is None:
             mod = conv2d_module(alg, layer, padding, dtype, layout, weights, p_block=p_block, k_block=k_block)
         shapes = [tuple(int(d) for d in p.shape) for p in mod["main"].params]
