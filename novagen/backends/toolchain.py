@@ -14,19 +14,20 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from novagen.errors import NovagenError
+from novagen.files import temporary_folder
 
 
 class BuildError(NovagenError):
-    """No compiler, or the compiler rejected the generated source."""
+    """No compiler, or the compiler rejected the generated source: not the user's input, so the CLI exits
+    with its own status, 3."""
 
-    exit_code = 2
+    exit_code = 3
 
 
 def find_tool(env: str, names: Sequence[str], what: str) -> str:
@@ -103,7 +104,7 @@ def build_library(kind: str, key_parts: Sequence[str], sources: Mapping[str, str
         except (OSError, ValueError):
             pass
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    with temporary_folder(folder) as tmp:
         for name, text in sources.items():
             (Path(tmp) / name).write_text(text)
         out = Path(tmp) / "kernel.so"

@@ -8,10 +8,13 @@ Tables by default, `--json` for machines.  Exit status: 0 success, 1 a check tha
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import typer
 
+from novagen import interrupts
 from novagen.cli import accuracy, bench, hardware, kernels, search, transforms, tune
 from novagen.errors import NovagenError
 
@@ -32,19 +35,50 @@ for name, command in (("show", transforms.show), ("verify", transforms.verify_cm
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit status (novagen's errors become one line on stderr)."""
+    """Run the CLI and return its exit status: 0 success, 1 a check that ran and failed, 2 bad input (usage
+    errors included), 3 a build of generated code failed, 130 interrupted, 141 output pipe closed; every
+    error is one line on stderr, never a traceback."""
     try:
-        app(args=argv, prog_name="novagen")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except NovagenError as exc:
-        sys.stderr.write(f"novagen: error: {exc}\n")
+        code = interrupts.run_interruptibly(lambda: app(args=argv, prog_name="novagen", standalone_mode=False))
+    except typer.Exit as exc:
         return exc.exit_code
+    except typer.Abort:
+        return _fail("interrupted", interrupts.INTERRUPTED)
+    except typer.TyperException as exc:
+        return _fail(" ".join(exc.format_message().split()), 2)
+    except NovagenError as exc:
+        return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        sys.stderr.write("novagen: interrupted\n")
-        return 130
-    return 0
+        return _fail("interrupted", interrupts.INTERRUPTED)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else " the output"
+        return _fail(f"cannot write{where}: {exc.strerror or exc}", 2)
+    return code if isinstance(code, int) else 0
+
+
+def _fail(message: str, code: int) -> int:
+    try:
+        sys.stderr.write(f"novagen: {'error: ' if code != interrupts.INTERRUPTED else ''}{message}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+    return code
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so that the interpreter's final flush stays quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    try:
+        sys.stdout.flush()
+    except OSError:
+        _quiet_stdout()
+        code = code or 2
+    sys.exit(code)

@@ -3,9 +3,12 @@ database: resumable, measured in this process or in MetaSchedule's workers, or o
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from novagen.backends.tvm.compat import (
@@ -18,6 +21,10 @@ from novagen.backends.tvm.compute import direct_module
 from novagen.backends.tvm.schedule import conv2d_primfunc, llvm_design_space
 from novagen.backends.tvm.spec import TVMError, load_tvm, make_spec
 from novagen.backends.tvm.targets import resolve_target
+from novagen.files import atomic_write, shorten, temporary_folder
+from novagen.interrupts import on_interrupt
+from novagen.limits import seed as limits_seed
+from novagen.limits import whole
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,69 @@ def records(db: Any, mod: Any) -> list[Any]:
     return list(db.get_top_k(db.commit_workload(mod), 1 << 30))
 
 
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+"""The files of MetaSchedule's JSON database: one JSON value per line, appended as records are measured."""
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """The lines of a database file that are whole JSON values; TVMError for a damaged line other than an
+    unfinished last one (what an interrupted append leaves)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TVMError(f"tuning database file {path} cannot be read ({exc}): delete it or give another --db") from None
+    lines = text.split("\n")
+    good = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:  # an unfinished append: the records before it stand
+                break
+            raise TVMError(f"tuning database {path.parent} is damaged: {path.name} line {i + 1} is not a record; "
+                           "delete the folder or give another --db") from None
+        good.append(line)
+    return good
+
+
+def checked_database(path: str | os.PathLike[str]) -> Path:
+    """A tuning database folder: created when missing; TVMError when it is a file, cannot be created, or
+    holds a damaged record."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise TVMError(f"tuning database '{shorten(folder)}' is not a folder: give a folder for --db")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TVMError(f"cannot create the tuning database '{shorten(folder)}': {exc.strerror}") from None
+    for name in DATABASE_FILES:
+        if (folder / name).exists():
+            _complete_lines(folder / name)
+    return folder
+
+
+def save_database(work: Path, folder: Path) -> None:
+    """Write the whole records of the working copy `work` into the database `folder`, each file replaced
+    atomically: an interrupted tuning run leaves the database loadable and resumable."""
+    for name in DATABASE_FILES:
+        if (work / name).exists():
+            lines = _complete_lines(work / name)
+            atomic_write(folder / name, "".join(line + "\n" for line in lines), overwrite=True)
+
+
 def open_database(path: str | os.PathLike[str]) -> Any:
-    """The JSON tuning database in a folder (created when missing)."""
+    """The JSON tuning database in a folder (created when missing; TVMError when damaged)."""
     from tvm.s_tir import meta_schedule as ms
 
-    os.makedirs(path, exist_ok=True)
-    return ms.database.JSONDatabase(work_dir=str(path))
+    folder = checked_database(path)
+    try:
+        return ms.database.JSONDatabase(work_dir=str(folder))
+    except Exception as exc:  # TVM rejects a record it cannot parse
+        reason = str(exc).splitlines()[-1][:200] if str(exc) else type(exc).__name__
+        raise TVMError(f"tuning database {shorten(folder)} is damaged ({reason}): delete the folder or give another "
+                       "--db") from None
 
 
 def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trials: int = 64,
@@ -79,8 +143,11 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
     """
     from tvm.s_tir import meta_schedule as ms
 
-    if trials < 1:
+    if whole("trials", trials, -(2**63), 2**63) < 1:
         raise TVMError(f"trials {trials} must be at least 1")
+    if trials > 100_000:
+        raise TVMError(f"trials {trials} must be at most 100,000")
+    seed = limits_seed(seed)
     if isinstance(builder, str) and builder != "in-process":
         raise TVMError(f"builder {builder!r} is not known: use None, 'in-process' or a MetaSchedule Builder")
     if isinstance(runner, str) and runner != "in-process":
@@ -88,9 +155,9 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
     direct = is_direct(alg)
     mod, name = tuning_workload(alg, layer, padding, dtype, layout)
     tgt = resolve_target(target)
+    folder = checked_database(db)
     import_tensor_intrin()  # MetaSchedule's TuneContext imports it; this way it takes seconds, not a minute
-    database = open_database(db)
-    before = len(records(database, mod))
+    before = len(records(open_database(folder), mod))
     todo = trials - before
     if todo > 0:
         if builder is None:
@@ -102,9 +169,13 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
             run = in_process_runner()
         else:
             run = runner or ms.runner.LocalRunner(timeout_sec=60, initializer=import_tensor_intrin)
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="novagen-tune-") as work:
+        # MetaSchedule appends to a working copy; its whole records replace the database's files at the end
+        # or on Ctrl-C (an interrupted append would otherwise leave a broken last line behind)
+        with temporary_folder(folder.parent) as work, on_interrupt(lambda: save_database(work, folder)):
+            for name in DATABASE_FILES:
+                if (folder / name).exists():
+                    shutil.copyfile(folder / name, work / name)
+            database = open_database(work)
             # our space has at most a few dozen points: a small population finds them without minutes of
             # evolution; TVM's direct conv2d space keeps MetaSchedule's defaults
             drop_unnamed_handlers()
@@ -113,10 +184,13 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
             else:
                 space = ms.space_generator.ScheduleFn(llvm_design_space(make_spec(alg, layer, padding, dtype, layout)))
                 strategy = ms.search_strategy.EvolutionarySearch(population_size=64, max_fail_count=2)
-            ms.tune_tir(mod, tgt, work, max_trials_global=todo, num_trials_per_iter=min(trials_per_iter, todo),
-                        builder=builder, runner=run, database=database, seed=seed, num_tuning_cores=1,
-                        space=space, strategy=strategy)
-    recs = records(database, mod)
+            try:
+                ms.tune_tir(mod, tgt, str(work / "logs"), max_trials_global=todo,
+                            num_trials_per_iter=min(trials_per_iter, todo), builder=builder, runner=run,
+                            database=database, seed=seed, num_tuning_cores=1, space=space, strategy=strategy)
+            finally:
+                save_database(work, folder)
+    recs = records(open_database(folder), mod)
     best = None
     for rec in recs:
         secs = [float(v) for v in (rec.run_secs or [])]
@@ -129,10 +203,8 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
 def load_tuned(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], padding: int | Sequence[int] = 1,
                dtype: str = "float32", layout: str = "NCHW", target: Any = "llvm") -> Any:
     """The tuned IRModule from the database `db` (no tuning runs); TVMError if `db` has no record of it."""
-    from pathlib import Path
-
     if not Path(db).is_dir():
-        raise TVMError(f"tuning database '{db}' is not a folder: run novagen tune first")
+        raise TVMError(f"tuning database '{shorten(db)}' is not a folder: run novagen tune first")
     mod, name = tuning_workload(alg, layer, padding, dtype, layout)
     sch = open_database(db).query_schedule(mod, resolve_target(target), workload_name="main")
     if sch is None:
