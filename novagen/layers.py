@@ -116,7 +116,15 @@ RESNET18 = (
     ("layer3.0.conv2", 256, 14, 256), ("layer3.1.conv1", 256, 14, 256), ("layer3.1.conv2", 256, 14, 256),
     ("layer4.0.conv2", 512, 7, 512), ("layer4.1.conv1", 512, 7, 512), ("layer4.1.conv2", 512, 7, 512),
 )
-NETWORKS = {"vgg16": VGG16, "resnet18": RESNET18}
+# ResNet-50 at 224×224: the 3×3 stride-1 convs of the bottlenecks (torchvision puts the stride of a stage's
+# first block on its 3×3 conv, so those three are left out)
+RESNET50 = (
+    *((f"layer1.{i}.conv2", 64, 56, 64) for i in range(3)),
+    *((f"layer2.{i}.conv2", 128, 28, 128) for i in range(1, 4)),
+    *((f"layer3.{i}.conv2", 256, 14, 256) for i in range(1, 6)),
+    *((f"layer4.{i}.conv2", 512, 7, 512) for i in range(1, 3)),
+)
+NETWORKS = {"vgg16": VGG16, "resnet18": RESNET18, "resnet50": RESNET50}
 
 
 def network_layers(network: str, batch: int = 1) -> list[Layer]:

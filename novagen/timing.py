@@ -1,11 +1,11 @@
 """One timing harness for every benchmark (the C kernels, TVM modules, CUDA kernels).
 
-Every candidate is run once first and its output compared with a reference (float64 direct convolution,
-or the baseline's output); a candidate whose relative error exceeds its bound is marked failed and is
-never ranked.  Then each candidate is timed `repeats` times after `warmup` untimed runs, either
-alternating between candidates within each repeat (fair to all when they do not disturb each other) or
-in one block per candidate (when one runtime's thread pool slows the next call of another, as TVM's does
-to torch's).  Medians are reported, with the minimum and maximum beside them.
+Every candidate is run once and its output compared with a reference (float64 direct convolution, or the
+baseline's output); a candidate whose relative error exceeds its bound is marked failed and is never ranked.
+Each candidate is timed `repeats` times after `warmup` untimed runs, either alternating between candidates
+within each repeat (fair to all when they do not disturb each other) or in one block per candidate, checked
+and timed before the next one runs at all (when one runtime's thread pool slows the next call of another, as
+TVM's does to torch's).  Medians are reported, with the minimum and maximum beside them.
 """
 
 from __future__ import annotations
@@ -110,21 +110,25 @@ def measure(candidates: Sequence[Candidate], reference: np.ndarray | None = None
         raise InputError(f"candidate names must differ: {names}")
     errors: dict[str, float | None] = {}
     outputs: dict[str, np.ndarray | None] = {}
-    for c in candidates:
+    samples: dict[str, list[float]] = {c.name: [] for c in candidates}
+
+    def check(c: Candidate) -> None:
         y = c.run()
         y = np.asarray(c.output(y) if c.output else y, dtype=np.float64)
         errors[c.name] = None if reference is None else relative_error(y, reference)
         outputs[c.name] = y if keep_outputs else None
-    samples: dict[str, list[float]] = {c.name: [] for c in candidates}
+
     if order == "alternating":
         for c in candidates:
+            check(c)
             for _ in range(warmup):
                 c.run()
         for _ in range(repeats):
             for c in candidates:
                 samples[c.name].append(timer(c.run))
-    else:
+    else:  # each candidate checked, warmed up and timed before the next one runs at all
         for c in candidates:
+            check(c)
             for _ in range(warmup):
                 c.run()
             samples[c.name] = [timer(c.run) for _ in range(repeats)]

@@ -110,6 +110,41 @@ def test_tuning_stops_and_the_database_stays_loadable_and_resumable(tmp_path):
     assert result.trials_before == len(lines) and result.trials_after >= len(lines) + 1  # resumable
 
 
+@pytest.mark.slow
+def test_whole_model_tuning_stops_and_the_database_stays_loadable_and_resumable(tmp_path):
+    """`novagen tune-model` on an exported torch program: Ctrl-C mid-tuning gives 130 and whole records."""
+    pytest.importorskip("tvm")
+    torch = pytest.importorskip("torch")
+    import novagen.tvm as nt
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, 16, 3, padding=1)).eval()
+    x = torch.randn(1, 8, 12, 12)
+    torch.export.save(torch.export.export(net, (x,)), str(tmp_path / "net.pt2"))
+    db = tmp_path / "db"
+    proc = _start(["tune-model", "net.pt2", "--trials", "400", "--db", str(db), "-a", "F(2,3)/classic"], tmp_path)
+
+    def some_records() -> bool:
+        work = list(tmp_path.glob(".novagen-*/database_tuning_record.json"))
+        return bool(work) and work[0].read_text().count("\n") >= 2
+
+    assert _wait_for(some_records, proc, 400), "no trial was measured"
+    code, err, took = _interrupt(proc)
+    assert code == 130 and "novagen: interrupted" in err and "Traceback" not in err and took < 10, (code, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db", "net.pt2"]
+    lines = (db / "database_tuning_record.json").read_text().splitlines()
+    assert len(lines) >= 2 and all(json.loads(line) for line in lines)
+    model = nt.prepare(*nt.import_model(tmp_path / "net.pt2"), "F(2,3)/classic")
+    tuned = nt.tune_model(model, "llvm", db, trials=len(lines) + 1)
+    after = (db / "database_tuning_record.json").read_text().splitlines()
+    assert tuned.new_trials == 1 and after[:len(lines)] == lines and len(after) > len(lines)  # resumed
+    ex = nt.compile_model(tuned, "llvm", db)
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert abs(nt.run_model(ex, x.numpy()) - ref).max() < 1e-4 * abs(ref).max()
+
+
 def test_abort_removes_temporaries_and_children(tmp_path):
     """The handler itself, in a child interpreter: a temporary file being written and a child process."""
     script = f"""

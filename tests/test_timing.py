@@ -29,16 +29,16 @@ def test_a_wrong_candidate_is_never_ranked_even_when_fastest():
     assert not times["nan"].passed and math.isinf(times["nan"].error)
     assert fastest(times).name == "right"
     assert times["wrong"].median_ms == 1000.0 and times["right"].samples_ms == (2000.0,) * 3
-    # one checked run, two warm-ups, three timed runs each; alternating within each repeat
-    assert calls[:3] == ["right", "wrong", "nan"] and len(calls) == 3 * (1 + 2 + 3)
-    assert calls[-3:] == ["right", "wrong", "nan"]
+    # one checked run and two warm-ups each, then three timed runs each, alternating within each repeat
+    assert calls[:9] == ["right"] * 3 + ["wrong"] * 3 + ["nan"] * 3 and len(calls) == 3 * (1 + 2 + 3)
+    assert calls[9:] == ["right", "wrong", "nan"] * 3
 
 
 def test_blocks_order_and_no_reference():
     calls = []
     cands = [Candidate(n, lambda n=n: calls.append(n)) for n in ("a", "b")]
     times = measure(cands, None, repeats=2, order="blocks", warmup=1)
-    assert calls == ["a", "b", "a", "a", "a", "b", "b", "b"]
+    assert calls == ["a"] * 4 + ["b"] * 4  # in blocks: checked, warmed up and timed before the next one runs
     assert all(t.passed and t.error is None for t in times.values())
 
 

@@ -251,11 +251,15 @@ def test_cli_generate_tvm_llvm(tmp_path: Any, capsys: Any) -> None:
     assert "T.prim_func" in script
 
 
-def test_cli_generate_tvm_cuda_without_gpu(tmp_path: Any) -> None:
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_cli_generate_tvm_cuda_without_gpu(tmp_path: Any, arch: str) -> None:
+    """novagen's CUDA rule with its default decisions builds for Ampere and Hopper without a GPU."""
     from novagen.cli import run
 
     out = tmp_path / "cuda"
-    assert run(["generate", "F(4,3)/nova", "--target", "tvm-cuda", "--layer", "1,16,14,14,16", "-o", str(out)]) == 0
+    assert run(["generate", "F(4,3)/nova", "--target", "tvm-cuda", "--layer", "1,16,14,14,16", "-o", str(out),
+                "--arch", arch]) == 0
+    assert arch in (out / "README.md").read_text()  # the target it was built for
     assert next(out.glob("*.so")).stat().st_size > 0
     cu = next(out.glob("*.cu")).read_text()
     assert "__global__" in cu and "threadIdx.x" in cu

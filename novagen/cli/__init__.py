@@ -1,6 +1,6 @@
 """The `novagen` command line: a thin layer over the Python API, one module per command or group of
-commands (`transforms`: show, verify, export, catalog; `search`; `kernels`: generate, hls-sim;
-`hardware`; `bench`; `tune`; `accuracy`), with the tables in `tables` and figures in `plots`.
+commands (`transforms`: show, verify, export, catalog; `search`; `kernels`: generate, hls-sim, rtl-sim;
+`hardware`; `bench`; `tune`: tune, tune-model; `accuracy`), with the tables in `tables` and figures in `plots`.
 
 Tables by default, `--json` for machines.  Exit status: 0 success, 1 a check that ran and failed,
 2 bad input (one line on stderr, never a traceback).
@@ -28,8 +28,9 @@ app = typer.Typer(
 )
 for name, command in (("show", transforms.show), ("verify", transforms.verify_cmd), ("search", search.search_cmd),
                       ("export", transforms.export_cmd), ("catalog", transforms.catalog_cmd),
-                      ("generate", kernels.generate), ("hls-sim", kernels.hls_sim),
+                      ("generate", kernels.generate), ("hls-sim", kernels.hls_sim), ("rtl-sim", kernels.rtl_sim_cmd),
                       ("hardware", hardware.hardware_cmd), ("bench", bench.bench), ("tune", tune.tune_cmd),
+                      ("tune-model", tune.tune_model_cmd),
                       ("accuracy", accuracy.accuracy_cmd)):
     app.command(name)(command)
 

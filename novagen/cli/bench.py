@@ -18,8 +18,9 @@ from novagen.layers import Layer, check_layout, network_layers, parse_layer
 
 def bench(
     target: str = typer.Option("c", "--target", "-t", help="target to time here: c or tvm-llvm"),
-    network: str | None = typer.Option(None, "--network", help="a network's 3x3 conv layers: vgg16 or resnet18"),
-    batch: int = typer.Option(1, "--batch", help="batch size for --network"),
+    network: str | None = typer.Option(None, "--network", help="a network's 3x3 stride-1 conv layers: vgg16, "
+                                       "resnet18 or resnet50"),
+    batch: int = typer.Option(1, "--batch", help="batch size for --network (and --model with --target c)"),
     layer: str | None = typer.Option(None, "--layer", help="one layer N,C,H,W,K (3x3, padding 1)"),
     algorithms: list[str] | None = typer.Option(
         None, "--algorithm", "-a", help="algorithm(s) to try; the fastest per layer is reported "
@@ -30,6 +31,10 @@ def bench(
     tuned: Path | None = typer.Option(None, "--tuned", help="tvm-llvm: use the schedules of this tuning database"),
     direct: bool = typer.Option(False, "--tvm-direct", help="tvm-llvm: also time TVM's own direct conv2d, "
                                 "unscheduled and (with --tuned) tuned"),
+    model: str | None = typer.Option(None, "--model", help="a whole model: resnet18, resnet50 or vgg16 (built in "
+                                     "code, seeded weights): torch eager against novagen (c) or TVM (tvm-llvm)"),
+    trials: int = typer.Option(1000, "--trials", help="tvm-llvm --model: tune_relax trials of each tuned row"),
+    db: Path = typer.Option(Path("tune_db"), "--db", help="tvm-llvm --model: tuning databases (resumed)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Time generated kernels against torch.nn.functional.conv2d (oneDNN), median of repeats; every kernel's
@@ -37,8 +42,13 @@ def bench(
     if target not in ("c", "tvm-llvm"):
         backend(target)
         raise InputError(f"bench runs here: use --target c or tvm-llvm, not {target}")
+    if model is not None:
+        if network is not None or layer is not None:
+            raise InputError("give one of --model, --network or --layer")
+        _bench_model(target, model, batch, trials, db, repeats, threads, as_json)
+        return
     if (network is None) == (layer is None):
-        raise InputError("give either --network NAME or --layer N,C,H,W,K")
+        raise InputError("give either --network NAME or --layer N,C,H,W,K (or --model NAME)")
     if repeats < 1:
         raise InputError(f"--repeats {repeats} must be at least 1")
     layout = check_layout(layout)
@@ -68,7 +78,8 @@ def bench(
                   f"({result['baseline']['backend']}); load {m['load_1min']:.2f} → {m['load_1min_end']:.2f}")
     console.print(tables.c_bench_table(result, layout))
     _print_failed(result)
-    console.print(f"geomean ratio {result['geomean_ratio']:.2f}x over "
+    console.print(f"geomean ratio {result['geomean_ratio']:.2f}x (with auto, torch kept where it wins: "
+                  f"{result['geomean_auto_ratio']:.2f}x) over "
                   f"{sum(len(r['layers']) for r in result['layers'])} layers; best sgemm (MKL, OpenBLAS) "
                   f"{m['sgemm_gflops']:.0f} GFLOP/s, micro-kernel in cache {m['ukernel_peak_gflops']:.0f} GFLOP/s")
 
@@ -108,3 +119,48 @@ def _bench_tvm(layers: list[Any], algs: list[Any], repeats: int, threads: int | 
         if key in result:
             parts.append(f"{name} {result[key]:.2f}x")
     console.print(f"geomean over {count} layers (vs torch unless named): " + ", ".join(parts))
+
+
+def _bench_model(target: str, model: str, batch: int, trials: int, db: Path, repeats: int, threads: int | None,
+                 as_json: bool) -> None:
+    if target == "c":
+        _bench_torch_model(model, batch, repeats, threads, as_json)
+        return
+    if batch != 1:
+        raise InputError("--target tvm-llvm --model runs batch 1")
+    from novagen.backends import tvm as nt
+
+    console = err()
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(f"{model}", total=None)
+        result = nt.bench_model(model, trials, db, repeats=repeats, threads=threads,
+                                progress=lambda msg: bar.update(task, description=f"{model}: {msg}"))
+    if as_json:
+        print_json(result)
+        return
+    m = result["machine"]
+    console = out()
+    console.print(f"{m['cpu']}, {m['threads']} threads; {model} batch 1; tuned rows: tune_relax, {trials} trials each")
+    console.print(tables.model_bench_table(result))
+    console.print(f"novagen over TVM tuned {result['novagen_vs_tvm_tuned']:.2f}x, over torch eager "
+                  f"{result['novagen_vs_torch']:.2f}x")
+
+
+def _bench_torch_model(model: str, batch: int, repeats: int, threads: int | None, as_json: bool) -> None:
+    from novagen.bench import bench_model
+
+    console = err()
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(model, total=None)
+        result = bench_model(model, batch, repeats=repeats, threads=threads,
+                             progress=lambda msg: bar.update(task, description=f"{model}: {msg}"))
+    if as_json:
+        print_json(result)
+        return
+    m = result["machine"]
+    console = out()
+    console.print(f"{m['cpu']}, {m['threads']} threads; {model} batch {batch}; novagen = "
+                  "replace_conv2d(model, 'auto', backend='c')")
+    console.print(tables.torch_model_table(result))
+    console.print(f"speed-up {result['speedup']:.2f}x; {len(result['choices'])} layers chose, "
+                  f"{sum(c['label'] != 'torch' for c in result['choices'])} a Winograd kernel")

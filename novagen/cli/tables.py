@@ -142,6 +142,22 @@ def accuracy_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def lowprecision_table(doc: dict[str, Any]) -> Table:
+    """A network's low-precision study: top-1 per recipe, time, learned points."""
+    t = Table(title=f"{doc['network']}: test top-1 ({doc['dataset']['test']} images), calibration "
+              f"{doc['calibration_images']} images ({doc['method']}), fine-tuning {doc['epochs']} epochs",
+              title_justify="left")
+    for col in ("recipe", "top-1", "vs fp32", "seconds", "learned points (verified)"):
+        t.add_column(col, justify="left" if col in ("recipe", "learned points (verified)") else "right")
+    base = doc["rows"][0]["top1"]
+    for r in doc["rows"]:
+        pts = "; ".join(f"{x['learned']}: {', '.join(x['points'])}" for x in r.get("learned", []))
+        delta = (r["top1"] - base) * 100
+        t.add_row(r["row"], f"{r['top1']:.1%}", f"{delta:+.1f} pt" if r is not doc["rows"][0] else "",
+                  f"{r['seconds']:.0f}", pts)
+    return t
+
+
 def catalog_table(rows: list[dict[str, Any]], spec: str | None) -> Table:
     """The catalog listing: points, κ of V and of each matrix, amplification, what was proven."""
     table = Table(title=f"novagen catalog{' ' + spec if spec else ''}", title_justify="left")
@@ -157,51 +173,52 @@ def catalog_table(rows: list[dict[str, Any]], spec: str | None) -> Table:
     return table
 
 
-def hls_sim_table(rep: Any, folder: Any) -> Table:
-    """An HLS C simulation: bit mismatches against the model, error against float64 and its bound."""
-    table = Table(title=f"HLS C simulation of {rep.label} ({folder})", title_justify="left")
-    for col in ("outputs", "bit mismatches vs model", "max |err| vs float64", "rel L2", "predicted bound",
-                "within bound", "g++ s", "run s"):
+def sim_table(rep: Any, folder: Any, what: str) -> Table:
+    """A C or RTL simulation: the testbench's verdict, bit mismatches against the model, error against the
+    float64 convolution and its bound."""
+    table = Table(title=f"{what} of {rep.label} ({folder}); reference {rep.reference}", title_justify="left")
+    for col in ("outputs", "testbench", "bit mismatches vs model", "max |err|", "rel L2", "predicted bound",
+                "within bound", "build s", "run s"):
         table.add_column(col, justify="right")
-    table.add_row(str(rep.outputs), str(rep.mismatches), f"{rep.max_abs_error:.4g}", f"{rep.rel_l2_error:.3e}",
-                  f"{rep.max_bound:.4g}", "yes" if rep.within_bound else "[red]NO[/red]",
-                  f"{rep.compile_seconds:.1f}", f"{rep.run_seconds:.2f}")
+    table.add_row(str(rep.outputs), "pass" if rep.testbench_exit == 0 else "[red]FAIL[/red]", str(rep.mismatches),
+                  f"{rep.max_abs_error:.4g}", f"{rep.rel_l2_error:.3e}", f"{rep.max_bound:.4g}",
+                  "yes" if rep.within_bound else "[red]NO[/red]", f"{rep.compile_seconds:.1f}",
+                  f"{rep.run_seconds:.2f}")
     return table
 
 
 def hardware_table(rows: list[dict[str, Any]], input_bits: int, coef_bits: int, channels: int) -> Table:
-    """Fixed-point transform cost per algorithm: adders, multipliers, widths, measured error."""
-    t = Table(title=f"transform cost in fixed point ({input_bits}-bit inputs, {coef_bits}-bit weights, "
-              f"{channels} channels): adders = shared program + CSD constant multipliers", title_justify="left")
-    for col in ("algorithm", "points", "κ(V)", "BT adders", "BT mults", "BT shifts", "BT bits", "AT adders",
-                "AT mults", "AT bits in→max", "adders/output", "V bits", "acc bits", "y bits", "rel err", "err/bound"):
+    """The tile engine's cost per output for each algorithm: adders, DSPs, widths, error (exact and fixed)."""
+    dp = rows[0]["datapath_bits"] if rows else 0
+    t = Table(title=f"tile engine per output ({input_bits}-bit inputs, {coef_bits}-bit weights, {channels} channels; "
+              f"adders = shared programs + CSD constants)", title_justify="left")
+    for col in ("algorithm", "points", "κ(V)", "adders/out (in+out)", "DSP/out", "mult/out vs direct",
+                "GOP/s/DSP @200MHz", "V bits", "acc bits", "y bits", "err exact", f"err {dp}-bit", "err/bound"):
         t.add_column(col, justify="left" if col in ("algorithm", "points") else "right", no_wrap=col != "points")
     for r in rows:
-        bt, at = r["transforms"]["bt"], r["transforms"]["at"]
+        po = r["per_output"]
         t.add_row(r["algorithm"] + (" (dyadic)" if r["dyadic"] else ""), ",".join(r["points"]),
-                  fmt(r["vandermonde_cond"]), f"{bt['adders']} ({bt['program_adds']}+{bt['csd_adds']})",
-                  str(bt["const_mults"]), str(bt["shifts"]), f"{bt['in_width']}→{bt['max_width']}",
-                  f"{at['adders']} ({at['program_adds']}+{at['csd_adds']})", str(at["const_mults"]),
-                  f"{at['in_width']}→{at['max_width']}", f"{r['tile_adders_per_output']:.1f}",
+                  fmt(r["vandermonde_cond"]),
+                  f"{po['adders']:.1f} ({po['input_adders']:.1f}+{po['output_adders']:.1f})", f"{po['dsps']:.2f}",
+                  f"{po['multiplies']:.2f} vs {po['direct_multiplies']}", f"{r['gops_per_dsp_200mhz']:.2f}",
                   str(r["widths"]["v"]), str(r["widths"]["acc"]), str(r["widths"]["y"]),
-                  f"{r['error']['rel_l2']:.2e}", f"{r['error']['bound_ratio']:.2f}")
+                  f"{r['error']['rel_l2']:.2e}", f"{r['error_fixed']['rel_l2']:.2e}",
+                  f"{max(r['error']['bound_ratio'], r['error_fixed']['bound_ratio']):.2f}")
     return t
 
 
 def yosys_table(rows: list[dict[str, Any]], families: tuple[str, ...]) -> Table:
-    """yosys LUT / carry / DSP counts of each transform per FPGA family."""
-    y = Table(title="yosys estimates (open toolchain): LUTs / carry cells / DSPs", title_justify="left")
+    """yosys figures of each algorithm's tile engine (one output channel a cycle) per FPGA family."""
+    y = Table(title="yosys: the tile engine (open toolchain; ice40 with -dsp): LUTs / carries / FFs / DSPs",
+              title_justify="left")
     y.add_column("algorithm")
     for fam in families:
-        y.add_column(f"{fam} BT", justify="right")
-        y.add_column(f"{fam} AT", justify="right")
+        y.add_column(fam, justify="right")
+    y.add_column("expected DSPs (α² × per product)", justify="right")
     for r in rows:
-        cells = []
-        for fam in families:
-            for key in ("bt", "at"):
-                s = r["transforms"][key]["yosys"][fam]
-                cells.append(f"{s['luts']} / {s['carry']} / {s['dsps']}")
-        y.add_row(r["algorithm"], *cells)
+        cells = [f"{s['luts']} / {s['carry']} / {s['ffs']} / {s['dsps']}"
+                 for s in (r["yosys"][fam] for fam in families)]
+        y.add_row(r["algorithm"], *cells, str(r["engine"]["dsps"]))
     return y
 
 
@@ -216,14 +233,27 @@ def ratio_cell(value: float | None) -> str:
 def c_bench_table(result: dict[str, Any], layout: str) -> Table:
     """The C benchmark per layer: ours against torch, GFLOP/s, the GEMM stage against sgemm."""
     table = Table(title=f"novagen bench (c, {layout})", title_justify="left")
-    for col in ("layers", "N,C,H,W,K", "algorithm", "ours ms", "torch ms", "ratio", "ours GF/s", "torch GF/s",
-                "GEMM GF/s", "of sgemm", "of µkernel"):
-        table.add_column(col, justify="left" if col in ("layers", "algorithm") else "right", no_wrap=True)
+    for col in ("layers", "N,C,H,W,K", "algorithm", "ours ms", "torch ms", "ratio", "auto", "ours GF/s",
+                "torch GF/s", "GEMM GF/s", "of sgemm", "of µkernel", "limit ms", "of limit"):
+        table.add_column(col, justify="left" if col in ("layers", "algorithm", "auto") else "right", no_wrap=True)
     for r in result["layers"]:
         table.add_row(",".join(r["layers"]), ",".join(map(str, r["shape"])), r["algorithm"], f"{r['ours_ms']:.2f}",
-                      f"{r['baseline_ms']:.2f}", ratio_cell(r["ratio"]), f"{r['ours_gflops']:.0f}",
+                      f"{r['baseline_ms']:.2f}", ratio_cell(r["ratio"]), r["auto"], f"{r['ours_gflops']:.0f}",
                       f"{r['baseline_gflops']:.0f}", f"{r['gemm_stage_gflops']:.0f}",
-                      f"{r['gemm_fraction_of_sgemm']:.0%}", f"{r['gemm_fraction_of_ukernel_peak']:.0%}")
+                      f"{r['gemm_fraction_of_sgemm']:.0%}", f"{r['gemm_fraction_of_ukernel_peak']:.0%}",
+                      f"{r['limit_ms']:.2f}", f"{r['fraction_of_limit']:.0%}")
+    return table
+
+
+def torch_model_table(result: dict[str, Any]) -> Table:
+    """Whole-model latency in PyTorch: eager against novagen's replaced model."""
+    table = Table(title=f"whole-model latency: {result['model']}, batch {result['batch']}", title_justify="left")
+    for col in ("model", "ms (median)", "min–max", "vs torch", "max rel. error"):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    for r in result["rows"]:
+        table.add_row("torch eager" if r["name"] == "torch" else "novagen (auto, c)", f"{r['ms']:.2f}",
+                      f"{r['min_ms']:.2f}–{r['max_ms']:.2f}", ratio_cell(r["speedup_vs_torch"]),
+                      f"{r['max_rel_error']:.1e}")
     return table
 
 
@@ -263,4 +293,18 @@ def campaigns_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(col, no_wrap=col != "description", overflow="fold")
     for r in rows:
         table.add_row(r["file"], r["name"], r["objective"], r["description"])
+    return table
+
+
+def model_bench_table(result: dict[str, Any]) -> Table:
+    """Whole-model latency: torch, TVM default, TVM tuned, novagen tuned, each with its error against torch."""
+    names = {"torch": "torch eager", "tvm_default": "TVM, default pipeline", "tvm_tuned": "TVM, tuned (tune_relax)",
+             "novagen_tuned": "novagen rewrite, tuned (tune_relax)"}
+    table = Table(title=f"whole-model latency: {result['model']}, batch 1", title_justify="left")
+    for col in ("pipeline", "ms (median)", "min–max", "vs torch", "max rel. error", "trials", "tuning s"):
+        table.add_column(col, justify="left" if col == "pipeline" else "right", no_wrap=True)
+    for r in result["rows"]:
+        table.add_row(names.get(r["name"], r["name"]), f"{r['ms']:.2f}", f"{r['min_ms']:.2f}–{r['max_ms']:.2f}",
+                      ratio_cell(r["speedup_vs_torch"]), f"{r['max_rel_error']:.1e}",
+                      str(r.get("trials", "")), str(r.get("seconds", "")))
     return table

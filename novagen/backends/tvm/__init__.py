@@ -8,12 +8,14 @@ One module per stage, as in TVM's topi (a compute and its schedules kept apart):
 - `compute`: the TE computes (Winograd, the weight transform, TVM's direct conv2d);
 - `schedule`: the llvm schedule, its design space, dlight for CUDA; PrimFunc and IRModule builders;
 - `targets`: this CPU as an llvm target;
-- `relax`: the Relax rewrite pass;
+- `relax`: the Relax rewrite pass (and its pass objects);
+- `auto`: `algorithm="auto"`, the measured per-convolution choice;
 - `tuning`: MetaSchedule tuning into a JSON database, loading tuned modules, RPC measurement;
 - `compat`: every workaround for a private TVM API;
 - `runtime`: built modules to run from Python;
 - `generated`: TVMScript, the built library and a README;
-- `bench`: per-layer timing against torch and TVM's direct conv2d.
+- `model`: whole models through TVM's flow (import, rewrite, tune_relax, compile_relax);
+- `bench`: per-layer and whole-model timing against torch and TVM.
 
 `tvm` is imported only when one of these runs, so the core package installs without it.
 `import novagen.tvm` gives the same names.
@@ -25,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from novagen.backends.base import Backend, Option, choice
-from novagen.backends.tvm.bench import bench_layers
+from novagen.backends.cuda.kernel import check_arch
+from novagen.backends.tvm.auto import Choice, choose
+from novagen.backends.tvm.bench import bench_layers, bench_model
 from novagen.backends.tvm.compute import conv2d_compute, direct_module, transform_weights
 from novagen.backends.tvm.generated import generate
-from novagen.backends.tvm.relax import RewriteReport, rewrite_conv2d
+from novagen.backends.tvm.model import TunedModel, compile_model, import_model, prepare, run_model
+from novagen.backends.tvm.model import tune as tune_model
+from novagen.backends.tvm.relax import DefaultSchedule, RewriteReport, WinogradConv2d, rewrite_conv2d
 from novagen.backends.tvm.runtime import Conv2d, DirectConv2d
 from novagen.backends.tvm.schedule import conv2d_module, conv2d_primfunc, cuda_module, schedule_llvm
 from novagen.backends.tvm.spec import DTYPES, WEIGHTS, Conv2dSpec, TVMError, make_spec
@@ -72,12 +78,17 @@ BACKENDS = (
                              Option("p_block", "tiles per GEMM register block", None),
                              Option("k_block", "filters per packed weight block", None)),
             runs_here=_has_tvm, layer_required=True),
-    Backend(name="tvm-cuda", summary="TVM module for NVIDIA GPUs (sm_80, dlight schedule), built without a GPU",
-            generate=_generate_cuda, generate_options=(_DTYPE, _LAYOUT), layer_required=True),
+    Backend(name="tvm-cuda", summary="TVM module for NVIDIA GPUs (sm_80/sm_90, novagen rule), built without a GPU",
+            generate=_generate_cuda,
+            generate_options=(_DTYPE, _LAYOUT, Option("arch", "GPU architecture such as sm_80 or sm_90", "sm_80",
+                                                      check_arch)),
+            layer_required=True),
 )
 
 __all__ = [
-    "BACKENDS", "Conv2d", "Conv2dSpec", "DirectConv2d", "RewriteReport", "TVMError", "TuneResult", "bench_layers",
+    "BACKENDS", "Choice", "Conv2d", "Conv2dSpec", "DefaultSchedule", "DirectConv2d", "RewriteReport", "TVMError",
+    "TuneResult", "TunedModel", "WinogradConv2d", "bench_layers", "bench_model", "choose", "compile_model",
+    "import_model", "prepare", "run_model", "tune_model",
     "conv2d_compute", "conv2d_module", "conv2d_primfunc", "cuda_module", "direct_module", "generate", "host_target",
     "is_direct", "load_tuned", "make_spec", "resolve_target", "rewrite_conv2d", "rpc_runner", "schedule_llvm",
     "transform_weights", "tune",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,3 +125,66 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Any], repeats: in
             "baseline": {"name": "torch.nn.functional.conv2d", "version": torch.__version__},
             "timing": settings(repeats, "blocks"), "layers": rows, **summary}
 
+
+
+MODEL_ROWS = ("torch", "tvm_default", "tvm_tuned", "novagen_tuned")
+
+
+def bench_model(name: str, trials: int, db: str | os.PathLike[str], repeats: int = 10, threads: int | None = None,
+                algorithm: str = "auto", seed: int = 0, progress: Any = None) -> dict[str, Any]:
+    """Whole-model latency at batch 1 of an ImageNet-shaped model built in code (`novagen.models`): torch
+    eager; TVM's default pipeline (untuned); TVM with the whole model tuned by `tune_relax` for `trials`; and
+    novagen's rewrite (`algorithm`, "auto" by default) tuned by the same `tune_relax` with the same trials.
+    Databases go to `db`/tvm and `db`/novagen (resumed when they exist).  Every output is checked against
+    torch's; times go through `novagen.timing` in blocks."""
+    import torch
+
+    from novagen.backends.tvm import model as M
+    from novagen.models import example_input, imagenet_model
+
+    load_tvm()
+    threads = whole("--threads", threads, 1, 4096) if threads is not None else os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    say = progress or (lambda message: None)
+    net = imagenet_model(name, seed)
+    x = example_input(1, seed)
+    with torch.inference_mode():
+        ref = net(x).numpy()
+    mod, params = M.import_model(net, tuple(x.shape))
+    root = Path(db)
+    runs: dict[str, Any] = {}
+    tuning: dict[str, Any] = {}
+    say("TVM default pipeline: compiling")
+    runs["tvm_default"] = M.compile_model(M.prepare(mod, params, None))
+    for key, algo in (("tvm_tuned", None), ("novagen_tuned", algorithm)):
+        say(f"{key}: rewriting" if algo else f"{key}: binding the parameters")
+        prepared = M.prepare(mod, params, algo)
+        say(f"{key}: tuning {trials} trials")
+        tuned = M.tune(prepared, "llvm", root / key.split("_")[0], trials)
+        tuning[key] = {"trials": tuned.trials, "new_trials": tuned.new_trials, "seconds": round(tuned.seconds, 1),
+                       "tasks": len(tuned.tasks), "db": tuned.db}
+        say(f"{key}: compiling")
+        runs[key] = M.compile_model(tuned, "llvm", tuned.db)
+        if tuned.report is not None:
+            tuning[key]["rewritten"] = [{k: r[k] for k in ("shape", "algorithm", "why")}
+                                        for r in tuned.report.rewritten]
+    xi = x.numpy()
+    cands = [Candidate("torch", lambda: net(x), lambda y: y.detach().numpy(), FP32_BOUND)]
+    cands += [Candidate(key, lambda ex=ex: M.run_model(ex, xi), None, FP32_BOUND) for key, ex in runs.items()]
+    say("timing")
+    with torch.inference_mode():
+        times = measure(cands, ref, whole("--repeats", repeats, 1, 1000), order="blocks", keep_outputs=True)
+    base = times["torch"].median_ms
+    rows = []
+    for key in MODEL_ROWS:
+        t = times[key]
+        out = t.output
+        rows.append({"name": key, "ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
+                     "speedup_vs_torch": base / t.median_ms,
+                     "max_rel_error": float(np.abs(out - ref).max() / np.abs(ref).max()), "passed": t.passed,
+                     **tuning.get(key, {})})
+    by = {r["name"]: r for r in rows}
+    return {"model": name, "batch": 1, "trials": trials, "machine": {**machine_info(), "threads": threads},
+            "rows": rows, "novagen_vs_tvm_tuned": by["tvm_tuned"]["ms"] / by["novagen_tuned"]["ms"],
+            "novagen_vs_torch": base / by["novagen_tuned"]["ms"], "timing": settings(repeats, "blocks")}

@@ -8,12 +8,16 @@ says what it relies on and why it is needed, so a TVM upgrade is checked here fi
 - `in_process_builder`: MetaSchedule's `local_builder.default_build` / `default_export` (module-level
   helpers of LocalBuilder, not exported);
 - `in_process_runner`: `local_runner._worker_func` and `EvaluatorConfig._normalized` (private);
-- `drop_unnamed_handlers`: MetaSchedule's logger set-up fails on a handler without a name.
+- `drop_unnamed_handlers`: MetaSchedule's logger set-up fails on a handler without a name;
+- `quiet_console`: MetaSchedule binds a console log handler to sys.stdout when tuning starts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -105,3 +109,12 @@ def drop_unnamed_handlers() -> None:
         if handler.get_name() is None:
             ms_logger.removeHandler(handler)
 
+
+
+@contextlib.contextmanager
+def quiet_console() -> Iterator[None]:
+    """Tune with stdout kept clean for the caller (`--json`): MetaSchedule's `create_loggers` binds its console
+    handler to whatever sys.stdout is when tuning starts ("ext://sys.stdout"); pointing it at /dev/null for the
+    run leaves the task tables in the log files of the work folder only."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield

@@ -14,8 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from novagen.backends.tvm.spec import Conv2dSpec, TVMError, load_tvm, make_spec, one_axis_tvm, vector_width
+from novagen.backends.tvm.spec import (
+    RULE,
+    SPEC_ANNOTATION,
+    Conv2dSpec,
+    TVMError,
+    load_tvm,
+    make_spec,
+    one_axis_tvm,
+    spec_json,
+    vector_width,
+)
 from novagen.program import compile_matrix
+
+NONE = {"schedule_rule": "None"}
+"""Every block but the GEMM: no MetaSchedule rule touches it; novagen's rule schedules the whole function."""
 
 
 def _transform(matrix: Any, xs: list[Any], index: Any) -> Any:
@@ -69,44 +82,45 @@ def conv2d_compute(alg: Any, layer: Sequence[int] | str, padding: int | Sequence
         val = x[b, ci, ih, iw] if nchw else x[b, ih, iw, ci]
         return tirx.if_then_else(tirx.all(ih >= 0, ih < h, iw >= 0, iw < w), val.astype(f32), tirx.const(0.0, f32))
 
-    xp = te.compute((n, hp, wp, c), padded, name="xp")
+    xp = te.compute((n, hp, wp, c), padded, name="xp", attrs=NONE)
 
     def load(p: Any, ci: Any, hh: Any, ww: Any) -> Any:
         p = tirx.min(p, tiles - 1)  # the tiles that pad the count to p_block repeat the last one
         return xp[p // (nh * nw), (p // nw) % nh * m + hh, p % nw * m + ww, ci]
 
     # input transform, columns then rows: V[eps, nu, p, c] = (BT d B)[eps, nu]
-    d = te.compute((a, a, pp, c), lambda hh, ww, p, ci: load(p, ci, hh, ww), name="d")
+    d = te.compute((a, a, pp, c), lambda hh, ww, p, ci: load(p, ci, hh, ww), name="d", attrs=NONE)
     t1 = te.compute((a, a, pp, c), lambda eps, b, p, ci: _transform(alg.BT, [d[i, b, p, ci] for i in range(a)], eps),
-                    name="BTd")
+                    name="BTd", attrs=NONE)
     v = te.compute((a, a, pp, c),
                    lambda eps, nu, p, ci: _transform(alg.BT, [t1[eps, j, p, ci] for j in range(a)], nu).astype(dtype),
-                   name="V")
+                   name="V", attrs=NONE)
     if weights == "graph":
         # filter transform: U[eps, nu, k / kb, c, k % kb] = (G g Gt)[eps, nu]
         g1 = te.compute((a, r, c, k), lambda eps, s, ci, ko: _transform(
-            alg.G, [wt[ko, ci, t, s].astype(f32) for t in range(r)], eps), name="Gg")
+            alg.G, [wt[ko, ci, t, s].astype(f32) for t in range(r)], eps), name="Gg", attrs=NONE)
         u = te.compute((a, a, k // kb, c, kb), lambda eps, nu, kk, ci, ki: _transform(
-            alg.G, [g1[eps, s, ci, kk * kb + ki] for s in range(r)], nu).astype(dtype), name="U_graph")
+            alg.G, [g1[eps, s, ci, kk * kb + ki] for s in range(r)], nu).astype(dtype), name="U_graph", attrs=NONE)
     else:
         u = wt
     rc = te.reduce_axis((0, c), name="rc")
     mm = te.compute((a, a, pp, k), lambda eps, nu, p, ko: te.sum(
-        v[eps, nu, p, rc].astype(f32) * u[eps, nu, ko // kb, rc, ko % kb].astype(f32), axis=rc), name="M")
+        v[eps, nu, p, rc].astype(f32) * u[eps, nu, ko // kb, rc, ko % kb].astype(f32), axis=rc), name="M",
+        attrs={"schedule_rule": RULE, SPEC_ANNOTATION: spec_json(spec)})
     # output transform, columns then rows: Y[p, i, j, k] = (AT M A)[i, j]
     o1 = te.compute((m, a, pp, k), lambda i, nu, p, ko: _transform(alg.AT, [mm[e, nu, p, ko] for e in range(a)], i),
-                    name="ATm")
+                    name="ATm", attrs=NONE)
     yt = te.compute((pp, m, m, k), lambda p, i, j, ko: _transform(alg.AT, [o1[i, q, p, ko] for q in range(a)], j),
-                    name="Y")
+                    name="Y", attrs=NONE)
 
     def gather(b: Any, ko: Any, yy: Any, xx: Any) -> Any:
         p = b * (nh * nw) + (yy // m) * nw + xx // m
         return yt[p, yy % m, xx % m, ko].astype(dtype)
 
     if nchw:
-        y = te.compute(spec.output_shape, lambda b, ko, yy, xx: gather(b, ko, yy, xx), name="y")
+        y = te.compute(spec.output_shape, lambda b, ko, yy, xx: gather(b, ko, yy, xx), name="y", attrs=NONE)
     else:
-        y = te.compute(spec.output_shape, lambda b, yy, xx, ko: gather(b, ko, yy, xx), name="y")
+        y = te.compute(spec.output_shape, lambda b, yy, xx, ko: gather(b, ko, yy, xx), name="y", attrs=NONE)
     return [x, wt, y], spec
 
 

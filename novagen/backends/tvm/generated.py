@@ -18,11 +18,11 @@ from novagen.files import TEMPORARIES, check_folder, write_files
 
 def generate(alg: Any, out_dir: str | os.PathLike[str], target: str = "tvm-llvm", layer: Any = None,
              padding: int | Sequence[int] = 1, dtype: str = "float32", layout: str = "NCHW",
-             tuned: str | os.PathLike[str] | None = None, overwrite: bool = False) -> list[Any]:
+             tuned: str | os.PathLike[str] | None = None, overwrite: bool = False, arch: str = "sm_80") -> list[Any]:
     """Write the module as TVMScript (.py), the built library (.so) and a README into `out_dir`.
 
     target "tvm-llvm" (this CPU, the default llvm schedule, or the tuned one from the database `tuned`) or
-    "tvm-cuda" (built for sm_80 with nvcc; no GPU needed)."""
+    "tvm-cuda" (built for `arch`, sm_80 by default, with nvcc; no GPU needed)."""
     tvm = load_tvm()
     if target not in ("tvm-llvm", "tvm-cuda"):
         raise TVMError(f"target '{target}' is not a TVM target: use tvm-llvm or tvm-cuda")
@@ -33,7 +33,7 @@ def generate(alg: Any, out_dir: str | os.PathLike[str], target: str = "tvm-llvm"
     names = [f"{name}.py", f"{name}.so", "README.md"] + ([f"{name}.cu"] if target == "tvm-cuda" else [])
     check_folder(out_dir, names, overwrite)
     if target == "tvm-cuda":
-        mod, tgt = cuda_module(spec.alg, spec.layer, padding, dtype, layout)
+        mod, tgt = cuda_module(spec.alg, spec.layer, padding, dtype, layout, target={"kind": "cuda", "arch": arch})
     else:
         tgt = host_target()
         mod = (load_tuned(spec.alg, spec.layer, tuned, padding, dtype, layout) if tuned is not None

@@ -1,4 +1,5 @@
-"""A Relax pass: every eligible conv2d of a model becomes a call_tir of a scheduled Winograd PrimFunc."""
+"""The Relax pass: every eligible conv2d of a model becomes a call_tir of a Winograd PrimFunc, tunable by
+TVM's own MetaSchedule flow or scheduled by default; and the pass that schedules those left untuned."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from novagen.algebra import Algorithm
 from novagen.backends.tvm.compute import transform_weights
-from novagen.backends.tvm.schedule import conv2d_primfunc
+from novagen.backends.tvm.schedule import conv2d_primfunc, is_novagen, schedule_default
 from novagen.backends.tvm.spec import DTYPES, TVMError, load_tvm, one_axis_tvm
 from novagen.backends.tvm.targets import resolve_target
 from novagen.layers import LAYOUTS
@@ -25,7 +25,8 @@ class RewriteReport:
 
     def __str__(self) -> str:
         lines = [f"{len(self.rewritten)} conv2d rewritten, {len(self.skipped)} left as they are"]
-        lines += [f"  rewritten {r['shape']} -> {r['function']} ({r['weights']} weights)" for r in self.rewritten]
+        lines += [f"  rewritten {r['shape']} -> {r.get('algorithm', '')} {r['function']} ({r['weights']} weights; "
+                  f"{r.get('why', 'given')})" for r in self.rewritten]
         lines += [f"  left {s['shape']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -34,7 +35,7 @@ def _ints(values: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
-def _conv_reason(call: Any, alg: Algorithm, min_channels: int) -> str | None:
+def _conv_reason(call: Any, r: int, label: str, min_channels: int) -> str | None:
     """Why a relax.nn.conv2d call cannot be rewritten, or None when it can."""
     attrs = call.attrs
     data, weight = call.args
@@ -60,8 +61,8 @@ def _conv_reason(call: Any, alg: Algorithm, min_channels: int) -> str | None:
     if int(attrs.groups) != 1:
         return f"groups {int(attrs.groups)}"
     kh, kw = _ints(wshape)[2:]
-    if (kh, kw) != (alg.r, alg.r):
-        return f"kernel {kh}x{kw} ({alg.label} needs {alg.r}x{alg.r})"
+    if (kh, kw) != (r, r):
+        return f"kernel {kh}x{kw} ({label} needs {r}x{r})"
     pt, pl, pb, pr = _ints(attrs.padding)
     if pt != pb or pl != pr:
         return f"asymmetric padding {(pt, pl, pb, pr)}"
@@ -76,34 +77,95 @@ def _conv_reason(call: Any, alg: Algorithm, min_channels: int) -> str | None:
     return None
 
 
-def rewrite_conv2d(mod: Any, algorithm: Any = "F(4,3)/nova", params: dict[str, Any] | None = None,
-                   target: Any = "llvm", min_channels: int = 8, func_name: str = "main",
-                   return_report: bool = False) -> Any:
-    """Rewrite every eligible relax.nn.conv2d of `mod` into a call_tir of a scheduled Winograd PrimFunc.
+SCHEDULES = ("tunable", "default")
 
-    Eligible: kernel r×r of the algorithm, stride 1, dilation 1, groups 1, symmetric padding, NCHW or
-    NHWC data with OIHW weights, float32/float16, static shapes, at least `min_channels` channels in and
-    out.  Weights that are constants (or named in `params`, which are bound first) are transformed now,
-    in float64 from the exact G, and enter as constants U; other weights are transformed inside the
-    PrimFunc.  The PrimFuncs are marked opaque and already scheduled (for llvm), so fusion and the
-    default pipeline leave them alone; each gets its own global symbol.  Everything else is left as it
-    was.  Returns the new IRModule, or (module, RewriteReport) with `return_report=True`: the report lists
-    the rewritten convolutions and the ones left, each with its reason.
+
+def bind_params(mod: Any, params: Any, func_name: str = "main") -> Any:
+    """`mod` with `params` bound as constants, in every form TVM hands them: `detach_params`' dict of
+    function name → list of tensors (the function's trailing parameters, after its `num_input` inputs),
+    or parameter name → tvm.runtime.Tensor or NumPy array."""
+    load_tvm()
+    from tvm import relax
+
+    if params is None or (isinstance(params, dict) and not params):
+        return mod
+    if not isinstance(params, dict):
+        raise TVMError(f"params must be a dict (as relax.frontend.detach_params returns, or name -> array), "
+                       f"not {type(params).__name__}")
+    func = mod[func_name]
+    if func_name in params and isinstance(params[func_name], (list, tuple)):
+        values = list(params[func_name])
+        inputs = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else None
+        names = list(func.params)
+        if inputs is None:
+            inputs = len(names) - len(values)
+        if inputs < 0 or len(names) - inputs != len(values):
+            raise TVMError(f"params['{func_name}'] holds {len(values)} tensors but '{func_name}' has "
+                           f"{len(names) - (inputs or 0)} parameters after its inputs")
+        binding = dict(zip(names[inputs:], (_tensor(v, str(n.name)) for n, v in zip(names[inputs:], values))))
+    elif all(isinstance(k, str) for k in params):
+        known = {str(p.name) for p in func.params}
+        missing = sorted(set(params) - known)
+        if missing:
+            raise TVMError(f"params name {', '.join(missing[:3])}, which '{func_name}' does not take "
+                           f"(its parameters: {', '.join(sorted(known))[:200]})")
+        binding = {k: _tensor(v, k) for k, v in params.items()}
+    else:
+        raise TVMError("params must map names to tensors or function names to lists of tensors "
+                       f"(relax.frontend.detach_params); got keys of type {type(next(iter(params))).__name__}")
+    return relax.transform.BindParams(func_name, binding)(mod)
+
+
+def _tensor(value: Any, name: str) -> Any:
+    tvm = load_tvm()
+    if isinstance(value, tvm.runtime.Tensor):
+        return value
+    arr = np.asarray(value)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise TVMError(f"parameter {name} is not a numeric tensor ({type(value).__name__}, dtype {arr.dtype})")
+    return tvm.runtime.tensor(arr)
+
+
+def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target: Any = "llvm",
+                   min_channels: int = 8, func_name: str = "main", schedule: str = "tunable",
+                   return_report: bool = False) -> Any:
+    """Rewrite every eligible relax.nn.conv2d of `mod` into a call_tir of a Winograd PrimFunc.
+
+    Eligible: a 3×3 kernel (the algorithm's r×r), stride 1, dilation 1, groups 1, symmetric padding, NCHW or
+    NHWC data with OIHW weights, float32/float16, static shapes, at least `min_channels` channels in and out.
+    `algorithm` names one algorithm for every conv, or "auto" (`choice.choose`): per conv, the fastest
+    catalog algorithm accurate enough for the dtype, or TVM's own conv2d where that is faster.  `params`
+    (bound first) may be in any form TVM uses (`detach_params`' dict of lists, name → tensor or array).
+    Constant weights are transformed now, in float64 from the exact G; others inside the PrimFunc.
+
+    `schedule` "tunable" (default): the PrimFuncs are unscheduled, with novagen's MetaSchedule rule on their
+    GEMM block, so `extract_tasks`, `tune_relax`, `MetaScheduleTuneIRMod` and `MetaScheduleApplyDatabase`
+    tune and apply them like any task (`DefaultSchedule` schedules those left untuned); "default": each
+    already scheduled with the rule's default decisions for `target`, ready for an untuned `tvm.compile`.
+    The PrimFuncs are opaque to fusion and each has its own global symbol.  Returns the new IRModule, or
+    (module, RewriteReport) with `return_report=True`: what was rewritten with which algorithm and why, and
+    what was left, with the reason.
     """
     tvm = load_tvm()
     from tvm import relax
 
-    alg = one_axis_tvm(algorithm)
+    from novagen.backends.tvm.auto import DIRECT, choose
+
+    auto = isinstance(algorithm, str) and algorithm.strip().lower() == "auto"
+    alg = None if auto else one_axis_tvm(algorithm)
     if not isinstance(mod, tvm.IRModule):
         raise TVMError(f"rewrite_conv2d takes a Relax IRModule, got {type(mod).__name__}")
     if func_name not in [gv.name_hint for gv in mod.get_global_vars()]:
         raise TVMError(f"the module has no function '{func_name}'")
-    if params:
-        mod = relax.transform.BindParams(func_name, {k: np.asarray(v) for k, v in params.items()})(mod)
-    schedule = "llvm" if resolve_target(target).kind.name == "llvm" else None
+    if schedule not in SCHEDULES:
+        raise TVMError(f"schedule '{schedule}' is not known: use {' or '.join(SCHEDULES)}")
+    mod = bind_params(mod, params, func_name)
+    tgt = resolve_target(target)
+    kind = "cuda" if tgt.kind.name == "cuda" else "llvm"
     rewritten: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     conv_op = tvm.ir.Op.get("relax.nn.conv2d")
+    r = 3 if auto else alg.r  # type: ignore[union-attr]
 
     @relax.expr_functor.mutator
     class _Rewriter(relax.PyExprMutator):
@@ -118,7 +180,7 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "F(4,3)/nova", params: dict[str, A
             data, weight = call.args
             shape = (list(_ints(data.ty.shape)) if getattr(data.ty, "shape", None) is not None
                      else None)
-            reason = _conv_reason(call, alg, min_channels)
+            reason = _conv_reason(call, r, alg.label if alg else "auto", 1 if auto else min_channels)
             if reason is not None:
                 skipped.append({"shape": shape, "reason": reason})
                 return call
@@ -128,6 +190,14 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "F(4,3)/nova", params: dict[str, A
             k = _ints(weight.ty.shape)[0]
             pt, pl, _, _ = _ints(call.attrs.padding)
             dtype = str(data.ty.dtype)
+            layer = (n, c, h, w, k)
+            chosen, why = alg, "given"
+            if auto:
+                pick = choose(layer, (pt, pl), dtype, layout, tgt, min_channels=min_channels)
+                if pick.algorithm == DIRECT:
+                    skipped.append({"shape": shape, "reason": f"auto: {pick.reason}", "times_ms": pick.times_ms})
+                    return call
+                chosen, why = one_axis_tvm(pick.algorithm), f"auto: {pick.reason}"
             wexpr = weight
             if isinstance(weight, relax.Var):
                 bound = self.lookup_binding(weight)
@@ -135,16 +205,18 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "F(4,3)/nova", params: dict[str, A
                     wexpr = bound
             constant = isinstance(wexpr, tvm.ir.expr.Constant)
             mode = "precomputed" if constant else "graph"
-            func, spec = conv2d_primfunc(alg, (n, c, h, w, k), (pt, pl), dtype, layout, mode, schedule)
+            func, spec = conv2d_primfunc(chosen, layer, (pt, pl), dtype, layout, mode, None)
             if spec.name not in self.funcs:
-                func = func.with_attrs({"op_pattern": 8, "tirx.is_scheduled": schedule is not None})
+                if schedule == "default":
+                    func = schedule_default(func, tgt)
+                func = func.with_attr("op_pattern", 8)
                 self.funcs[spec.name] = self.builder_.add_func(func, spec.name)
             gv = self.funcs[spec.name]
             if constant:
-                u = transform_weights(alg, wexpr.value.numpy(), dtype, spec.k_block)
+                u = transform_weights(chosen, wexpr.value.numpy(), dtype, spec.k_block)
                 wexpr = relax.const(u, dtype)
-            rewritten.append({"shape": [n, c, h, w, k], "function": spec.name, "weights": mode,
-                              "padding": [pt, pl], "layout": layout})
+            rewritten.append({"shape": list(layer), "function": spec.name, "algorithm": chosen.label,
+                              "why": why, "weights": mode, "padding": [pt, pl], "layout": layout, "target": kind})
             return relax.call_tir(gv, [data, wexpr], out_ty=relax.TensorType(spec.output_shape, dtype))
 
     rw = _Rewriter(mod)
@@ -156,3 +228,33 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "F(4,3)/nova", params: dict[str, A
     report = RewriteReport(tuple(rewritten), tuple(skipped))
     return (new_mod, report) if return_report else new_mod
 
+
+def WinogradConv2d(algorithm: Any = "auto", params: Any = None, target: Any = "llvm",  # noqa: N802 (a pass)
+                   min_channels: int = 8, func_name: str = "main", schedule: str = "tunable") -> Any:
+    """`rewrite_conv2d` as a TVM module pass, to run among others in a `tvm.transform.Sequential`."""
+    tvm = load_tvm()
+
+    @tvm.transform.module_pass(opt_level=0, name="novagen.WinogradConv2d")
+    def pass_(mod: Any, _ctx: Any) -> Any:
+        return rewrite_conv2d(mod, algorithm, params, target, min_channels, func_name, schedule)
+
+    return pass_
+
+
+def DefaultSchedule(target: Any = "llvm") -> Any:  # noqa: N802 (a pass)
+    """A module pass giving every novagen Winograd PrimFunc not scheduled yet (untuned, or without a record in
+    the database applied before) the rule's default schedule for `target`."""
+    tvm = load_tvm()
+
+    @tvm.transform.module_pass(opt_level=0, name="novagen.DefaultSchedule")
+    def pass_(mod: Any, _ctx: Any) -> Any:
+        mod = mod.clone()
+        updates = {}
+        for gv, func in mod.functions.items():
+            if isinstance(func, tvm.tirx.PrimFunc) and is_novagen(func) and not func.attrs.get("tirx.is_scheduled"):
+                updates[gv] = schedule_default(func, target).with_attr("op_pattern", 8)
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod
+
+    return pass_

@@ -1,6 +1,9 @@
 """Schedules of the Winograd conv2d, kept apart from the compute as in topi: the hand-written llvm
-schedule, the same schedule as a MetaSchedule design space, and dlight's GPU fallback for CUDA.  Builds
-the scheduled PrimFunc and IRModule of a layer."""
+schedule and a simple CUDA schedule, each with sampled parameters, registered with MetaSchedule as the
+custom rule the compute's GEMM block names (`spec.RULE`), the way TVM registers its own Winograd rules:
+`extract_tasks`, `tune_relax`, `MetaScheduleTuneIRMod` and `MetaScheduleApplyDatabase` handle novagen's
+functions like any other task.  Untuned, `schedule_default` applies the rule with its default decisions.
+Builds the PrimFunc and IRModule of a layer."""
 
 from __future__ import annotations
 
@@ -8,13 +11,36 @@ from collections.abc import Sequence
 from typing import Any
 
 from novagen.backends.tvm.compute import conv2d_compute
-from novagen.backends.tvm.spec import Conv2dSpec, TVMError, load_tvm, vector_width
+from novagen.backends.tvm.spec import (
+    RULE,
+    SPEC_ANNOTATION,
+    Conv2dSpec,
+    TVMError,
+    load_tvm,
+    spec_from_json,
+    vector_width,
+)
 from novagen.backends.tvm.targets import resolve_target
 
 
 def divisor_choices(size: int, options: Sequence[int]) -> list[int]:
     """The options that divide `size` ([1] when none does)."""
     return [o for o in options if size % o == 0] or [1]
+
+
+def default_choice(options: list[int], default: int) -> int:
+    """The picker of the untuned schedule: the default decision."""
+    return default
+
+
+def sampler(sch: Any) -> Any:
+    """The picker of the design space: a categorical sample over the options (the default decided first)."""
+    def pick(options: list[int], default: int) -> Any:
+        if len(options) == 1:
+            return options[0]
+        return sch.sample_categorical(options, [1.0 / len(options)] * len(options),
+                                      decision=options.index(default) if default in options else None)
+    return pick
 
 
 def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
@@ -24,26 +50,98 @@ def schedule_llvm(func: Any, spec: Conv2dSpec) -> Any:
     weights), parallel over tiles and points.  Returns the scheduled PrimFunc."""
     tvm = load_tvm()
     sch = tvm.s_tir.Schedule(func)
-    apply_llvm(sch, spec, lambda options, default: default)
+    apply_llvm(sch, spec, default_choice)
     return sch.mod["main"]
 
 
 def llvm_design_space(spec: Conv2dSpec) -> Any:
-    """The llvm schedule as a MetaSchedule design space: the input transform's channel vector, the GEMM's
-    tile block and the output transform's filter vector are sampled (categorical over the sizes that
-    divide), everything else as in `schedule_llvm` (k_block is fixed by the packed weight layout)."""
+    """The llvm schedule as a ScheduleFn design space: the input transform's channel vector, the GEMM's tile
+    block and the output transform's filter vector are sampled (categorical over the sizes that divide),
+    everything else as in `schedule_llvm` (k_block is fixed by the packed weight layout)."""
 
     def space(sch: Any) -> Any:
-        def pick(options: list[int], default: int) -> Any:
-            if len(options) == 1:
-                return options[0]
-            return sch.sample_categorical(options, [1.0 / len(options)] * len(options),
-                                          decision=options.index(default) if default in options else None)
-
-        apply_llvm(sch, spec, pick)
+        apply_llvm(sch, spec, sampler(sch))
         return sch
 
     return space
+
+
+def apply_cuda(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
+    """A simple GPU schedule: every block inlined where it can be, the rest with their spatial loops fused
+    and split over (blockIdx.x, threadIdx.x), the thread count of each picked from 64 to 512 (reductions
+    run in each thread)."""
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+    from tvm.s_tir.dlight.base import try_inline
+
+    infos = normalize_prim_func(sch)
+    if infos is None:
+        raise TVMError(f"the CUDA schedule cannot normalize {spec.name}")
+    for info in try_inline(sch, infos):
+        block = info.block_rv
+        loops: dict[str, list[Any]] = {"S": [], "R": [], "O": []}
+        for loop, kind in zip(sch.get_loops(block), info.dom_kind()):
+            loops[kind].append(loop)
+        if not loops["S"]:
+            loops["S"].append(sch.add_unit_loop(block))
+        sch.reorder(*loops["S"], *loops["R"], *loops["O"])
+        bx, tx = sch.split(sch.fuse(*loops["S"]), [None, pick([64, 128, 256, 512], 256)])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+
+
+def _spec_of(sch: Any, block: Any) -> Conv2dSpec:
+    return spec_from_json(str(sch.get(block).annotations[SPEC_ANNOTATION]))
+
+
+def _cpu_rule(sch: Any, block: Any) -> list[Any]:
+    apply_llvm(sch, _spec_of(sch, block), sampler(sch))
+    return [_finished(sch)]
+
+
+def _cuda_rule(sch: Any, block: Any) -> list[Any]:
+    apply_cuda(sch, _spec_of(sch, block), sampler(sch))
+    return [_finished(sch)]
+
+
+def _finished(sch: Any) -> Any:
+    """The function's root block marked for no further rule: the schedule is complete (MetaSchedule's
+    generic rules would otherwise add parallel/vectorize/unroll annotations over it)."""
+    sch.annotate(sch.get_sblock("root"), "schedule_rule", "None")
+    return sch
+
+
+def register_rules() -> None:
+    """Register novagen's schedule rule with MetaSchedule for CPUs (target key cpu: llvm) and NVIDIA GPUs
+    (cuda); importing novagen.tvm does it, and so does building any Winograd function."""
+    tvm = load_tvm()
+    for key, rule in (("cpu", _cpu_rule), ("cuda", _cuda_rule)):
+        tvm.register_global_func(f"s_tir.meta_schedule.{key}.{RULE}", rule, override=True)
+
+
+def is_novagen(func: Any) -> bool:
+    """Whether a PrimFunc is a novagen Winograd conv2d (its GEMM block carries novagen's rule)."""
+    tvm = load_tvm()
+    sch = tvm.s_tir.Schedule(func)
+    try:
+        block = sch.get_sblock("M")
+    except Exception:  # no block of that name: not ours
+        return False
+    ann = sch.get(block).annotations
+    return str(ann.get("schedule_rule", "")) == RULE and SPEC_ANNOTATION in ann
+
+
+def schedule_default(func: Any, target: Any = "llvm") -> Any:
+    """A novagen Winograd PrimFunc scheduled with the rule's default decisions for `target` (llvm or cuda),
+    marked scheduled: what an untuned build runs."""
+    tvm = load_tvm()
+    sch = tvm.s_tir.Schedule(func)
+    anchor = sch.get_sblock("M")
+    spec = _spec_of(sch, anchor)
+    if resolve_target(target).kind.name == "cuda":
+        apply_cuda(sch, spec, default_choice)
+    else:
+        apply_llvm(sch, spec, default_choice)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
 def apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
@@ -144,15 +242,16 @@ def apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
 def conv2d_primfunc(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
                     layout: str = "NCHW", weights: str = "precomputed", schedule: str | None = "llvm",
                     p_block: int | None = None, k_block: int | None = None) -> tuple[Any, Conv2dSpec]:
-    """The PrimFunc (scheduled for `schedule` = "llvm", or None for the plain compute) and its spec."""
+    """The PrimFunc (scheduled for `schedule` = "llvm" or "cuda", or None for the plain compute that
+    MetaSchedule tunes through novagen's rule) and its spec."""
     tvm = load_tvm()
+    register_rules()
     tensors, spec = conv2d_compute(alg, layer, padding, dtype, layout, weights, p_block, k_block)
-    func = tvm.te.create_prim_func(tensors)
-    if schedule == "llvm":
-        func = schedule_llvm(func, spec)
+    func = tvm.te.create_prim_func(tensors).with_attr("global_symbol", spec.name)
+    if schedule in ("llvm", "cuda"):
+        func = schedule_default(func, {"kind": "cuda", "arch": "sm_80"} if schedule == "cuda" else "llvm")
     elif schedule is not None:
-        raise TVMError(f"schedule '{schedule}' is not known: use llvm, or None for the unscheduled compute")
-    func = func.with_attr("global_symbol", spec.name)
+        raise TVMError(f"schedule '{schedule}' is not known: use llvm, cuda, or None for the unscheduled compute")
     return func, spec
 
 
@@ -172,14 +271,9 @@ def conv2d_module(alg: Any, layer: Sequence[int] | str = (1, 64, 56, 56, 64), pa
 
 def cuda_module(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
                 layout: str = "NCHW", weights: str = "precomputed", target: Any = None) -> tuple[Any, Any]:
-    """The conv2d scheduled for CUDA (dlight's GPU fallback schedule binds the threads) and its target
-    (default sm_80, so no GPU is needed to build it)."""
-    load_tvm()
-    from tvm.s_tir import dlight as dl
-
+    """The conv2d scheduled for CUDA (novagen's rule with its default decisions) and its target (default
+    sm_80, so no GPU is needed to build it)."""
     tgt = resolve_target(target or {"kind": "cuda", "arch": "sm_80"})
-    mod = conv2d_module(alg, layer, padding, dtype, layout, weights, schedule=None)
-    with tgt:
-        mod = dl.ApplyDefaultSchedule(dl.gpu.Fallback())(mod)
+    mod = conv2d_module(alg, layer, padding, dtype, layout, weights, schedule="cuda")
     return mod, tgt
 

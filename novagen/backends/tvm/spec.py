@@ -4,18 +4,24 @@ where the weights are transformed, and the GEMM's blocking.  Every other module 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from novagen.algebra import Algorithm
+from novagen.algebra import Algorithm, from_dict
 from novagen.backends.base import one_axis
 from novagen.errors import InputError
 from novagen.layers import LAYOUTS, parse_layer
 
 WEIGHTS = ("precomputed", "graph")
+RULE = "novagen_winograd_conv2d"
+"""The MetaSchedule custom rule (block annotation "schedule_rule") under which novagen's design space is
+registered, as s_tir.meta_schedule.<target key>.novagen_winograd_conv2d."""
+SPEC_ANNOTATION = "novagen_conv2d"
+"""Block annotation carrying the conv2d's spec as JSON, so the rule can schedule a task it is handed."""
 DTYPES = ("float32", "float16")
 
 
@@ -146,3 +152,17 @@ def make_spec(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int]
         raise TVMError(f"k_block {k_block} must divide the {shape[4]} filters")
     return Conv2dSpec(alg, shape, pads, dtype, str(layout).upper(), weights, int(p_block), int(k_block))
 
+
+
+def spec_json(spec: Conv2dSpec) -> str:
+    """The spec as JSON (the algorithm's exact matrices included): what the schedule rule reads back."""
+    return json.dumps({"algorithm": spec.alg.to_dict(), "layer": list(spec.layer), "padding": list(spec.padding),
+                       "dtype": spec.dtype, "layout": spec.layout, "weights": spec.weights, "p_block": spec.p_block,
+                       "k_block": spec.k_block}, separators=(",", ":"))
+
+
+def spec_from_json(text: str) -> Conv2dSpec:
+    """The spec `spec_json` wrote."""
+    d = json.loads(text)
+    return make_spec(from_dict(d["algorithm"]), d["layer"], tuple(d["padding"]), d["dtype"], d["layout"],
+                     d["weights"], d["p_block"], d["k_block"])

@@ -16,10 +16,11 @@ from novagen.backends.tvm.compat import (
     import_tensor_intrin,
     in_process_builder,
     in_process_runner,
+    quiet_console,
 )
 from novagen.backends.tvm.compute import direct_module
-from novagen.backends.tvm.schedule import conv2d_primfunc, llvm_design_space
-from novagen.backends.tvm.spec import TVMError, load_tvm, make_spec
+from novagen.backends.tvm.schedule import conv2d_primfunc
+from novagen.backends.tvm.spec import TVMError, load_tvm
 from novagen.backends.tvm.targets import resolve_target
 from novagen.files import atomic_write, shorten, temporary_folder
 from novagen.interrupts import on_interrupt
@@ -172,22 +173,22 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
         # MetaSchedule appends to a working copy; its whole records replace the database's files at the end
         # or on Ctrl-C (an interrupted append would otherwise leave a broken last line behind)
         with temporary_folder(folder.parent) as work, on_interrupt(lambda: save_database(work, folder)):
-            for name in DATABASE_FILES:
-                if (folder / name).exists():
-                    shutil.copyfile(folder / name, work / name)
+            for file in DATABASE_FILES:
+                if (folder / file).exists():
+                    shutil.copyfile(folder / file, work / file)
             database = open_database(work)
-            # our space has at most a few dozen points: a small population finds them without minutes of
-            # evolution; TVM's direct conv2d space keeps MetaSchedule's defaults
             drop_unnamed_handlers()
-            if direct:
-                space, strategy = "post-order-apply", "evolutionary"
-            else:
-                space = ms.space_generator.ScheduleFn(llvm_design_space(make_spec(alg, layer, padding, dtype, layout)))
-                strategy = ms.search_strategy.EvolutionarySearch(population_size=64, max_fail_count=2)
+            # both go through MetaSchedule's post-order-apply: ours reaches novagen's rule through the GEMM
+            # block's schedule_rule annotation; our space has at most a few dozen points, so a small population
+            # finds them without minutes of evolution, while TVM's direct conv2d keeps MetaSchedule's defaults
+            strategy = "evolutionary" if direct else ms.search_strategy.EvolutionarySearch(population_size=64,
+                                                                                          max_fail_count=2)
             try:
-                ms.tune_tir(mod, tgt, str(work / "logs"), max_trials_global=todo,
-                            num_trials_per_iter=min(trials_per_iter, todo), builder=builder, runner=run,
-                            database=database, seed=seed, num_tuning_cores=1, space=space, strategy=strategy)
+                with quiet_console():
+                    ms.tune_tir(mod, tgt, str(folder / "logs"), max_trials_global=todo,
+                                num_trials_per_iter=min(trials_per_iter, todo), builder=builder, runner=run,
+                                database=database, seed=seed, num_tuning_cores=1, space="post-order-apply",
+                                strategy=strategy)
             finally:
                 save_database(work, folder)
     recs = records(open_database(folder), mod)

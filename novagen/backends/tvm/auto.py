@@ -1,0 +1,122 @@
+"""`algorithm="auto"`: per convolution, the fastest of the catalog's algorithms (one per tile size) on the
+target, among those accurate enough for the model's precision, or TVM's own conv2d when it is faster or the
+layer is too thin for Winograd to pay; measured once and cached by shape, target and algorithms."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from novagen.backends.toolchain import cache_dir
+from novagen.backends.tvm.spec import TVMError, load_tvm, make_spec
+from novagen.backends.tvm.targets import host_target
+from novagen.files import atomic_write, output_folder
+from novagen.version import __version__
+
+CANDIDATES = ("F(2,3)/best", "F(4,3)/best", "F(6,3)/best", "F(8,3)/best")
+"""One algorithm per tile size, the catalog's most accurate (measured fp16 error) for each."""
+FP16_FACTOR = 20.0
+"""fp16 models: an algorithm qualifies when its measured fp16 error is within this factor of the direct
+convolution's on the layer (F(2..6,3)/best do on realistic data; F(8,3)/best, 90x, does not)."""
+DIRECT = "direct"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What `auto` chose for one convolution and why: the algorithm (or "direct": left to TVM), each
+    candidate's measured time in ms, the candidates refused for accuracy, and whether it came from the cache."""
+
+    algorithm: str
+    reason: str
+    times_ms: dict[str, float] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    cached: bool = False
+
+
+def _key(layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: str, target: Any,
+         candidates: tuple[str, ...], threads: int) -> str:
+    from novagen.catalog import algorithm
+
+    hashes = [algorithm(c).content_hash for c in candidates]
+    text = json.dumps([list(layer), list(padding), dtype, layout, str(target), hashes, threads, __version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def accurate_enough(candidates: tuple[str, ...], layer: tuple[int, ...], dtype: str) -> dict[str, str]:
+    """The candidates refused for accuracy, with the reason: none in float32; in float16 those whose measured
+    fp16 error on a slice of the layer exceeds FP16_FACTOR × the direct convolution's."""
+    if dtype != "float16":
+        return {}
+    from novagen.accuracy import layer_error
+
+    n, c, h, w, k = layer
+    probe = (1, min(c, 32), min(h, 24), min(w, 24), min(k, 32))
+    direct = layer_error("direct", "fp16", probe).rel_l2
+    refused = {}
+    for name in candidates:
+        err = layer_error(name, "fp16", probe).rel_l2
+        if not err <= FP16_FACTOR * direct:
+            refused[name] = f"fp16 error {err:.1e} > {FP16_FACTOR:g} x direct {direct:.1e}"
+    return refused
+
+
+def measure(alg_name: str, layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: str,
+            target: Any) -> float:
+    """ms of one candidate on this machine: our Winograd module with its default schedule, or ("direct")
+    TVM's own conv2d as its default pipeline runs it."""
+    from novagen.backends.tvm.compute import direct_module
+    from novagen.backends.tvm.schedule import conv2d_module
+
+    tvm = load_tvm()
+    mod = (direct_module(layer, padding, dtype, layout) if alg_name == DIRECT
+           else conv2d_module(alg_name, layer, padding, dtype, layout))
+    lib = tvm.compile(mod, target=target).mod
+    name = str(mod["main"].attrs["global_symbol"])
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(dtype), dev)
+            for p in mod["main"].params]
+    lib[name](*args)
+    evaluator = lib.time_evaluator(name, dev, number=3, repeat=3, min_repeat_ms=20)
+    return float(np.min(evaluator(*args).results)) * 1e3
+
+
+def choose(layer: tuple[int, ...], padding: tuple[int, int], dtype: str = "float32", layout: str = "NCHW",
+           target: Any = None, candidates: tuple[str, ...] = CANDIDATES, min_channels: int = 8) -> Choice:
+    """The algorithm for one convolution (see the module docstring); llvm targets are measured here, other
+    targets (cuda without a GPU) get the tile size the CPU measurement prefers."""
+    target = target or host_target()
+    if getattr(getattr(target, "kind", None), "name", "llvm") != "llvm":
+        target = host_target()  # no GPU here: the CPU's ranking of tile sizes stands in
+    make_spec(candidates[0], layer, padding, dtype, layout)  # checks the layer
+    n, c, h, w, k = layer
+    if min(c, k) < min_channels:
+        return Choice(DIRECT, f"{c} input / {k} output channels: fewer than {min_channels}, left to TVM")
+    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    path = cache_dir() / "tvm-auto" / f"{_key(layer, padding, dtype, layout, target, candidates, threads)}.json"
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+            return Choice(doc["algorithm"], doc["reason"], doc["times_ms"], doc["refused"], True)
+        except (OSError, ValueError, KeyError):
+            pass
+    refused = accurate_enough(candidates, layer, dtype)
+    allowed = [c for c in candidates if c not in refused]
+    if not allowed:
+        raise TVMError(f"no Winograd algorithm is accurate enough for layer {layer} in {dtype}: {refused}")
+    times = {name: measure(name, layer, padding, dtype, layout, target) for name in [*allowed, DIRECT]}
+    best = min(times, key=times.__getitem__)
+    if best == DIRECT:
+        reason = f"TVM's conv2d {times[DIRECT]:.3g} ms beats every Winograd candidate"
+    else:
+        reason = f"fastest: {times[best]:.3g} ms against TVM's conv2d {times[DIRECT]:.3g} ms"
+    choice = Choice(best, reason, times, refused)
+    output_folder(path.parent)
+    atomic_write(path, json.dumps({"algorithm": best, "reason": reason, "times_ms": times, "refused": refused,
+                                   "layer": list(layer), "target": str(target)}), overwrite=True)
+    return choice

@@ -1,0 +1,202 @@
+"""Whole models through TVM's own flow: import (an exported torch program, an ONNX file, or a torch module),
+rewrite the convolutions, tune the whole module with MetaSchedule's `tune_relax`, compile with
+`compile_relax`.  Novagen's Winograd functions take part in that tuning through their schedule rule; the
+ones left without a record get the rule's default schedule, so nothing compiles unscheduled."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from novagen.backends.tvm.compat import (
+    drop_unnamed_handlers,
+    import_tensor_intrin,
+    in_process_builder,
+    in_process_runner,
+    quiet_console,
+)
+from novagen.backends.tvm.relax import bind_params, rewrite_conv2d
+from novagen.backends.tvm.schedule import is_novagen, schedule_default
+from novagen.backends.tvm.spec import TVMError, load_tvm
+from novagen.backends.tvm.targets import resolve_target
+from novagen.backends.tvm.tuning import DATABASE_FILES, checked_database, open_database, save_database
+from novagen.files import shorten, temporary_folder
+from novagen.interrupts import on_interrupt
+from novagen.limits import seed as limits_seed
+from novagen.limits import whole
+
+
+def import_model(source: Any, input_shape: Sequence[int] | None = None) -> tuple[Any, dict]:
+    """(Relax module, params as `detach_params` gives them) from an ExportedProgram or a torch module (with
+    `input_shape`), a `.pt2` file (`torch.export.save`) or an `.onnx` file; TVMError for anything else."""
+    load_tvm()
+    from tvm.relax.frontend import detach_params
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise TVMError(f"model file {shorten(path)} does not exist")
+        if path.suffix == ".onnx":
+            try:
+                import onnx
+            except ImportError:
+                raise TVMError("reading ONNX models needs the onnx package: pip install onnx") from None
+            from tvm.relax.frontend.onnx import from_onnx
+
+            try:
+                model = onnx.load(str(path))
+            except Exception as exc:  # onnx raises its own DecodeError and friends
+                raise TVMError(f"{shorten(path)} is not an ONNX model: {str(exc)[:200]}") from None
+            shape = {model.graph.input[0].name: list(input_shape)} if input_shape else None
+            return detach_params(from_onnx(model, shape_dict=shape, keep_params_in_input=True))
+        if path.suffix != ".pt2":
+            raise TVMError(f"model file {shorten(path)}: give an exported torch program (.pt2, torch.export.save) "
+                           "or an ONNX file (.onnx)")
+        import torch
+
+        try:
+            source = torch.export.load(str(path))
+        except Exception as exc:  # torch raises many kinds for a bad archive
+            raise TVMError(f"{shorten(path)} is not an exported torch program: {str(exc)[:200]}") from None
+    import torch
+
+    if isinstance(source, torch.nn.Module):
+        if input_shape is None:
+            raise TVMError("a torch module needs input_shape (such as 1,3,224,224) to be exported")
+        source = torch.export.export(source.eval(), (torch.zeros(*input_shape),))
+    if not isinstance(source, torch.export.ExportedProgram):
+        raise TVMError(f"cannot import a {type(source).__name__}: give a torch module, an ExportedProgram, or a "
+                       ".pt2 or .onnx file")
+    from tvm.relax.frontend.torch import from_exported_program
+
+    return detach_params(from_exported_program(source, keep_params_as_input=True))
+
+
+def legalized(mod: Any) -> Any:
+    """What TVM's tuning flow tunes: operators legalized to TIR and fused, as `compile_relax` prepares them."""
+    tvm = load_tvm()
+    from tvm import relax
+
+    return tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                                     relax.transform.FoldConstant(), relax.transform.FuseOps(),
+                                     relax.transform.FuseTIR()])(mod)
+
+
+@contextmanager
+def working_database(folder: str | os.PathLike[str]) -> Iterator[Any]:
+    """A JSON tuning database over a working copy of `folder`: MetaSchedule appends there, and the whole
+    records replace the folder's files when the block ends or the process is interrupted, so the database
+    stays loadable and resumable."""
+    folder = checked_database(folder)
+    with temporary_folder(folder.parent) as work, on_interrupt(lambda: save_database(work, folder)):
+        for file in DATABASE_FILES:
+            if (folder / file).exists():
+                shutil.copyfile(folder / file, work / file)
+        try:
+            yield open_database(work)
+        finally:
+            save_database(work, folder)
+
+
+@dataclass
+class TunedModel:
+    """A model prepared for TVM: the module to compile (convolutions rewritten when `algorithm` was given),
+    the rewrite report, and the tuning run (database folder, trials, seconds)."""
+
+    mod: Any
+    report: Any = None
+    db: str | None = None
+    trials: int = 0
+    new_trials: int = 0
+    seconds: float = 0.0
+    tasks: list[str] = field(default_factory=list)
+
+
+def for_inference(mod: Any, params: Any) -> Any:
+    """The standard preparation of an imported model for inference in TVM: parameters bound, BatchNorm folded
+    into the convolutions before it (FoldBatchnormToConv2D) and the rest decomposed into elementwise
+    arithmetic (DecomposeOpsForInference), constants folded.  TVM alone and novagen both start from it."""
+    tvm = load_tvm()
+    from tvm import relax
+
+    return tvm.transform.Sequential([relax.transform.FoldBatchnormToConv2D(),
+                                     relax.transform.DecomposeOpsForInference(),
+                                     relax.transform.FoldConstant()])(bind_params(mod, params))
+
+
+def prepare(mod: Any, params: Any, algorithm: str | None = "auto", target: Any = "llvm") -> TunedModel:
+    """Prepare for inference (`for_inference`) and, with `algorithm`, rewrite the convolutions: the module tune
+    and compile use."""
+    ready = for_inference(mod, params)
+    if algorithm is None:
+        return TunedModel(ready)
+    new, report = rewrite_conv2d(ready, algorithm, target=target, return_report=True)
+    return TunedModel(new, report)
+
+
+def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int, seed: int = 0,
+         trials_per_iter: int = 32) -> TunedModel:
+    """Tune the whole module with MetaSchedule's `tune_relax` (novagen's functions through their rule), into
+    the JSON database folder `db`, measuring in this process."""
+    import time
+
+    load_tvm()
+    from tvm.s_tir import meta_schedule as ms
+
+    trials = whole("trials", trials, 1, 1_000_000)
+    seed = limits_seed(seed)
+    tgt = resolve_target(target)
+    import_tensor_intrin()
+    drop_unnamed_handlers()
+    start = time.monotonic()
+    legal = legalized(model.mod)
+    tasks = ms.relax_integration.extract_tasks(legal, tgt)
+    with working_database(db) as database, quiet_console():
+        todo = trials - len(database)  # resumable: the records already there count toward the trials
+        if todo > 0:
+            ms.relax_integration.tune_relax(legal, params={}, target=tgt, work_dir=str(Path(db) / "logs"),
+                                            max_trials_global=todo,
+                                            num_trials_per_iter=min(trials_per_iter, todo),
+                                            builder=in_process_builder(), runner=in_process_runner(),
+                                            database=database, seed=seed)
+    return TunedModel(model.mod, model.report, str(db), trials, max(todo, 0), time.monotonic() - start,
+                      [t.task_name for t in tasks])
+
+
+def compile_model(model: TunedModel | Any, target: Any = "llvm", db: str | os.PathLike[str] | None = None) -> Any:
+    """The VM executable: with a tuning database, `compile_relax` applies its records, novagen's functions
+    without one getting the default schedule first; without, TVM's default pipeline after novagen's
+    default schedule."""
+    tvm = load_tvm()
+    from tvm.s_tir import meta_schedule as ms
+
+    mod = (model.mod if isinstance(model, TunedModel) else model).clone()
+    tgt = resolve_target(target)
+    database = None if db is None else open_database(checked_database(db))
+    normalize = tvm.get_global_func("tvm.s_tir.meta_schedule.normalize_mod")
+
+    def untuned(func: Any) -> bool:
+        return database is None or database.query_tuning_record(normalize(func), tgt, "main") is None
+
+    for gv, func in list(mod.functions.items()):
+        if (isinstance(func, tvm.tirx.PrimFunc) and is_novagen(func) and not func.attrs.get("tirx.is_scheduled")
+                and untuned(func)):
+            mod[gv] = schedule_default(func, tgt).with_attr("op_pattern", 8)
+    if database is None:
+        return tvm.compile(mod, target=tgt)
+    return ms.relax_integration.compile_relax(database, mod, tgt, params=None)
+
+
+def run_model(ex: Any, x: Any) -> Any:
+    """One forward pass on NumPy input: the output as NumPy."""
+    tvm = load_tvm()
+    from tvm import relax
+
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x))
+    return (out[0] if not hasattr(out, "numpy") else out).numpy()

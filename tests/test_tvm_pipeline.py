@@ -1,0 +1,172 @@
+"""The TVM flow as TVM users run it: import a model (torch.export or ONNX), detach its parameters, rewrite its
+convolutions (one algorithm or "auto"), tune the whole module with MetaSchedule's own tune_relax, compile
+with compile_relax; and the untuned path through novagen's DefaultSchedule pass."""
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+torch = pytest.importorskip("torch")
+
+import novagen.tvm as nt  # noqa: E402
+from novagen.errors import InputError  # noqa: E402
+
+pytestmark = pytest.mark.tvm
+
+
+class Net(torch.nn.Module):
+    """conv-bn-relu blocks: a 3-channel stem (left to TVM), padding 1 and 0, odd sizes, a stride-2 conv
+    (left alone), a residual add and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16)
+        self.c2, self.b2 = torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16)
+        self.c3, self.b3 = torch.nn.Conv2d(16, 24, 3, padding=0), torch.nn.BatchNorm2d(24)
+        self.c4 = torch.nn.Conv2d(24, 24, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(24, 10)
+
+    def forward(self, x: Any) -> Any:
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.c2(x))) + x
+        x = torch.relu(self.b3(self.c3(x)))
+        return self.fc(self.c4(x).mean((2, 3)))
+
+
+def _model() -> tuple[Any, Any]:
+    torch.manual_seed(0)
+    model = Net().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics, not the identity
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    return model, torch.randn(1, 3, 15, 13)
+
+
+def _imported(model: Any, x: Any) -> tuple[Any, dict]:
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.torch import from_exported_program
+
+    return detach_params(from_exported_program(torch.export.export(model, (x,)), keep_params_as_input=True))
+
+
+def _run(ex: Any, x: Any) -> np.ndarray:
+    from tvm import relax
+
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x.numpy()))
+    return (out[0] if not hasattr(out, "numpy") else out).numpy()
+
+
+def _close(y: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(y - ref).max() / np.abs(ref).max())
+
+
+def test_detach_params_flow_with_auto_and_the_default_schedule_pass():
+    model, x = _model()
+    ref = model(x).detach().numpy()
+    mod, params = _imported(model, x)
+    assert isinstance(params["main"], list)  # the form TVM hands over
+    new, report = nt.rewrite_conv2d(mod, "auto", params=params, return_report=True)
+    assert [r["shape"] for r in report.rewritten] == [[1, 16, 15, 13, 16], [1, 16, 15, 13, 24]]
+    assert all(r["algorithm"].endswith("/best") and r["why"].startswith("auto: fastest") for r in report.rewritten)
+    reasons = [s["reason"] for s in report.skipped]
+    assert "left to TVM" in reasons[0] and "stride" in reasons[1]
+    assert len(new["main"].params) == 1  # every weight bound and transformed at compile time
+    target = nt.host_target()
+    ex = tvm.compile(nt.DefaultSchedule()(new), target=target)
+    assert _close(_run(ex, x), ref) < 1e-4
+    # the same as a pass among others, and pre-scheduled for an untuned compile
+    seq = tvm.transform.Sequential([nt.WinogradConv2d("F(4,3)/nova", params=params, schedule="default"),
+                                    tvm.relax.transform.FoldConstant()])
+    assert _close(_run(tvm.compile(seq(mod), target=target), x), ref) < 1e-4
+
+
+def test_params_in_every_form_and_bad_forms():
+    model, x = _model()
+    mod, params = _imported(model, x)
+    names = [str(v.name) for v in mod["main"].params[1:]]
+    as_tensors = dict(zip(names, params["main"]))
+    as_arrays = {k: v.numpy() for k, v in as_tensors.items()}
+    for form in (params, as_tensors, as_arrays):
+        new = nt.rewrite_conv2d(mod, "F(2,3)/classic", params=form)
+        assert len(new["main"].params) == 1
+    with pytest.raises(InputError, match="params must be a dict"):
+        nt.rewrite_conv2d(mod, "F(2,3)/classic", params=list(params["main"]))
+    with pytest.raises(InputError, match="holds 2 tensors"):
+        nt.rewrite_conv2d(mod, "F(2,3)/classic", params={"main": params["main"][:2]})
+    with pytest.raises(InputError, match="does not take"):
+        nt.rewrite_conv2d(mod, "F(2,3)/classic", params={"nonsense": np.ones(3)})
+    with pytest.raises(InputError, match="not a numeric tensor"):
+        nt.rewrite_conv2d(mod, "F(2,3)/classic", params={names[0]: "weights"})
+
+
+def test_onnx_model(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model, x = _model()
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=False)
+    mod, params = detach_params(from_onnx(onnx.load(str(path)), keep_params_in_input=True))
+    new, report = nt.rewrite_conv2d(mod, "F(4,3)/best", params=params, schedule="default", return_report=True)
+    assert len(report.rewritten) == 2
+    ex = tvm.compile(new, target=nt.host_target())
+    assert _close(_run(ex, x), model(x).detach().numpy()) < 1e-4
+
+
+def _legalized(mod: Any) -> Any:
+    """What TVM's tuning flow tunes: operators legalized to TIR and fused (the "zero" pipeline's passes)."""
+    from tvm import relax
+
+    return tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                                     relax.transform.FoldConstant(), relax.transform.FuseOps(),
+                                     relax.transform.FuseTIR()])(mod)
+
+
+def test_extract_tasks_sees_unscheduled_winograd_tasks_with_novagens_rule():
+    from tvm.s_tir import meta_schedule as ms
+
+    model, x = _model()
+    mod, params = _imported(model, x)
+    new = _legalized(nt.rewrite_conv2d(mod, "F(4,3)/nova", params=params))
+    tasks = ms.relax_integration.extract_tasks(new, nt.host_target())
+    ours = [t for t in tasks if t.task_name.startswith("novagen_")]
+    assert len(ours) == 2 and len(tasks) > len(ours)
+    for t in ours:
+        func = t.dispatched[0]["main"]
+        assert not func.attrs.get("tirx.is_scheduled", False)
+        sch = tvm.s_tir.Schedule(func)
+        ann = sch.get(sch.get_sblock("M")).annotations
+        assert str(ann["schedule_rule"]) == "novagen_winograd_conv2d"
+    # the rule is what MetaSchedule's default rules apply: the design space is novagen's schedule
+    ctx = ms.TuneContext(mod=ours[0].dispatched[0], target=nt.host_target(), space_generator="post-order-apply",
+                         search_strategy="evolutionary")
+    trace = str(ctx.space_generator.generate_design_space(ctx.mod)[0].trace)
+    assert 'get_sblock(name="xp"' in trace and "sample_categorical" in trace and "decompose_reduction" in trace
+
+
+@pytest.mark.slow
+def test_tune_relax_then_compile_relax(tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    from novagen.backends.tvm.compat import import_tensor_intrin, in_process_builder, in_process_runner
+
+    model, x = _model()
+    mod, params = _imported(model, x)
+    new = _legalized(nt.rewrite_conv2d(mod, "F(4,3)/nova", params=params))
+    target = nt.host_target()
+    import_tensor_intrin()
+    db = ms.relax_integration.tune_relax(new, params={}, target=target, work_dir=str(tmp_path / "db"),
+                                         max_trials_global=24, num_trials_per_iter=4,
+                                         builder=in_process_builder(), runner=in_process_runner())
+    ours = [r for r in db.get_all_tuning_records()
+            if str(r.workload.mod["main"].attrs["global_symbol"]).startswith("novagen_")]
+    assert ours, "the database holds records of the Winograd tasks"
+    ex = ms.relax_integration.compile_relax(db, new, target, params=None)
+    assert _close(_run(ex, x), model(x).detach().numpy()) < 1e-4
