@@ -8,6 +8,7 @@ are constant at inference), and GFLOP/s count direct-convolution FLOPs (2·N·K�
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from collections.abc import Callable, Sequence
@@ -55,6 +56,28 @@ def sgemm_gflops(threads: int, sizes: Sequence[int] = (2048, 4096), repeats: int
     return best
 
 
+def copy_bandwidth(threads: int, megabytes: int = 256, repeats: int = 5) -> float:
+    """GB/s of a large memory copy (bytes read plus bytes written), best of repeats: the transforms' ceiling."""
+    import torch
+
+    torch.set_num_threads(threads)
+    src = torch.ones(megabytes * (1 << 18), dtype=torch.float32)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    return 2.0 * src.numel() * 4 / min(wall_seconds(lambda: dst.copy_(src)) for _ in range(repeats)) / 1e9
+
+
+def limit_ms(kernel: Kernel, shape: Sequence[int], sgemm: float, bandwidth: float) -> float:
+    """The least time this machine could take for the kernel's work: its GEMM FLOPs at the measured sgemm
+    rate, plus the transforms' memory traffic at the measured copy bandwidth (x read, V and M each written
+    and read back, U read, y written, 4 bytes a value)."""
+    n, c, h, w, k = shape
+    alg = kernel.algorithm
+    tiles = n * math.ceil(h / alg.m) * math.ceil(w / alg.m)
+    traffic = 4.0 * (n * c * h * w + 2 * alg.alpha ** 2 * tiles * (c + k) + alg.alpha ** 2 * c * k + n * k * h * w)
+    return (kernel.gemm_flops() / (sgemm * 1e9) + traffic / (bandwidth * 1e9)) * 1e3
+
+
 def gemm_stage_gflops(kernel: Kernel, x: np.ndarray, w: np.ndarray, repeats: int = 5) -> float:
     """GFLOP/s of the α² channel GEMMs alone (the kernel run with only its GEMM stage), counting the GEMM
     sizes the kernel really computes (`Kernel.gemm_flops`)."""
@@ -64,7 +87,7 @@ def gemm_stage_gflops(kernel: Kernel, x: np.ndarray, w: np.ndarray, repeats: int
 
 
 def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, threads: int,
-                 gemm: bool, layout: str = "NCHW") -> dict[str, Any]:
+                 ceilings: dict[str, float] | None, layout: str = "NCHW") -> dict[str, Any]:
     data = torch_layer(layer.shape, layer.padding, layout)
     x, wt, ref = data.x, data.w, data.reference
     kernels = {a.label: Kernel(a, padding=layer.padding, layer=layer.shape, threads=threads, layout=layout)
@@ -83,6 +106,9 @@ def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, th
         "layers": list(layer.names), "shape": list(layer.shape), "padding": layer.padding, "layout": layout,
         "algorithm": best.name, "ours_ms": best.median_ms, "baseline_ms": base.median_ms,
         "ratio": base.median_ms / best.median_ms, "ours_gflops": gf / best.median_ms * 1e3,
+        # what replace_conv2d(..., "auto") runs: the faster of the best kernel and torch, from these timings
+        "auto": best.name if best.median_ms < base.median_ms else "torch",
+        "auto_ratio": base.median_ms / min(best.median_ms, base.median_ms),
         "baseline_gflops": gf / base.median_ms * 1e3,
         "candidates_ms": {label: times[label].median_ms for label in kernels},
         "candidates": {name: t.to_dict() for name, t in times.items()},
@@ -91,8 +117,13 @@ def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, th
                                   for label in kernels},
         "failed": [name for name, t in times.items() if not t.passed],
     }
-    if gemm:
-        row["gemm_stage_gflops"] = gemm_stage_gflops(kernels[best.name], x, wt, repeats=max(3, repeats // 2))
+    if ceilings:
+        kern = kernels[best.name]
+        row["gemm_stage_gflops"] = gemm_stage_gflops(kern, x, wt, repeats=max(3, repeats // 2))
+        row["gemm_fraction_of_sgemm"] = row["gemm_stage_gflops"] / ceilings["sgemm_gflops"]
+        row["gemm_fraction_of_ukernel_peak"] = row["gemm_stage_gflops"] / ceilings["ukernel_peak_gflops"]
+        row["limit_ms"] = limit_ms(kern, layer.shape, ceilings["sgemm_gflops"], ceilings["copy_gbytes_per_s"])
+        row["fraction_of_limit"] = row["limit_ms"] / best.median_ms
     return row
 
 
@@ -115,11 +146,14 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, re
         info["compiler"] = compiler_identity(find_compiler())
     except BuildError:
         info["compiler"] = "none"
-    probe = Kernel(algorithms[0], threads=threads)
-    ukernel_peak = probe.ukernel_gflops()
+    ceilings = None
+    if gemm:  # the machine's ceilings, measured in this run before the layers
+        ceilings = {"sgemm_gflops": sgemm_gflops(threads), "copy_gbytes_per_s": copy_bandwidth(threads),
+                    "ukernel_peak_gflops": Kernel(algorithms[0], threads=threads).ukernel_gflops()}
+        info.update(ceilings)
     rows = []
     for layer in layers:
-        row = _bench_layer(layer, algorithms, repeats, threads, gemm, layout.upper())
+        row = _bench_layer(layer, algorithms, repeats, threads, ceilings, layout.upper())
         rows.append(row)
         if progress:
             progress(f"{','.join(layer.names)}: {row['ratio']:.2f}x ({row['algorithm']})")
@@ -132,13 +166,42 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, re
         "timing": settings(repeats, "alternating"),
         "layers": rows,
         "geomean_ratio": geomean_ratio(rows),
+        "geomean_auto_ratio": geomean_ratio(rows, "auto_ratio"),
         "geomean_weighting": "every network layer counts once (layers sharing a shape are timed once)",
     }
-    if gemm:
-        peak = sgemm_gflops(threads)
-        result["machine"]["sgemm_gflops"] = peak
-        result["machine"]["ukernel_peak_gflops"] = ukernel_peak
-        for r in rows:
-            r["gemm_fraction_of_sgemm"] = r["gemm_stage_gflops"] / peak
-            r["gemm_fraction_of_ukernel_peak"] = r["gemm_stage_gflops"] / ukernel_peak
     return result
+
+
+def bench_model(name: str, batch: int = 1, repeats: int = 10, threads: int | None = None,
+                algorithm: str = "auto", seed: int = 0, progress: Callable[[str], None] | None = None
+                ) -> dict[str, Any]:
+    """Whole-model latency of an ImageNet-shaped model built in code (`novagen.models`): torch eager against
+    the same model after `novagen.torch.replace_conv2d(model, algorithm, backend="c")`, whose "auto" choices
+    are made (and cached) before timing; outputs checked against torch's."""
+    import torch
+
+    from novagen.models import example_input, imagenet_model
+    from novagen.torch import replace_conv2d
+
+    threads = whole("--threads", threads, 1, 4096) if threads is not None else os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    say = progress or (lambda message: None)
+    model = imagenet_model(name, seed)
+    x = example_input(whole("--batch", batch, 1, 256), seed)
+    say("choosing a kernel per layer")
+    fast, report = replace_conv2d(model, algorithm, backend="c", example_inputs=(x,), return_report=True)
+    with torch.inference_mode():
+        ref = model(x).numpy()
+        say("timing")
+        times = measure([Candidate("torch", lambda: model(x), lambda y: y.numpy(), FP32_BOUND),
+                         Candidate("novagen", lambda: fast(x), lambda y: y.numpy(), FP32_BOUND)],
+                        ref, whole("--repeats", repeats, 1, 1000), order="alternating", keep_outputs=True)
+    rows = []
+    for key in ("torch", "novagen"):
+        t = times[key]
+        rows.append({"name": key, "ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
+                     "speedup_vs_torch": times["torch"].median_ms / t.median_ms,
+                     "max_rel_error": float(np.abs(t.output - ref).max() / np.abs(ref).max()), "passed": t.passed})
+    return {"model": name, "batch": batch, "machine": {**machine_info(), "threads": threads}, "rows": rows,
+            "speedup": rows[0]["ms"] / rows[1]["ms"], "choices": report.choices(), "left": report.skipped,
+            "timing": settings(repeats, "alternating")}

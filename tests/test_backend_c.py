@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import novagen
-from novagen.backends.c import build
+from novagen.backends.c import build, kernel_library
 from novagen.backends.toolchain import BuildError, cache_dir
 from novagen.errors import InputError
 from novagen.layers import parse_layer
@@ -112,6 +112,7 @@ def test_cache_reuses_build_and_checks_key():
 def test_no_compiler_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc-novagen")
     monkeypatch.setenv("PATH", "/nonexistent")
+    kernel_library.cache_clear()  # as in a fresh process: nothing built yet
     with pytest.raises(BuildError, match="no C compiler"):
         novagen.compile(novagen.algorithm("F(4,3)/nova"))
 
@@ -191,6 +192,9 @@ def test_cli_bench_json_contract(capsys):
     assert row["ratio"] == pytest.approx(row["baseline_ms"] / row["ours_ms"])
     assert row["rel_error_vs_baseline"]["F(4,3)/nova"] < 1e-5
     assert doc["geomean_ratio"] == pytest.approx(row["ratio"])
+    # auto runs the faster of the kernel and torch: never below torch
+    assert row["auto"] == ("F(4,3)/nova" if row["ours_ms"] < row["baseline_ms"] else "torch")
+    assert row["auto_ratio"] == pytest.approx(max(row["ratio"], 1.0)) and doc["geomean_auto_ratio"] >= 1.0
 
 
 def test_cli_bad_input(capsys):

@@ -33,7 +33,9 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-strict-al
 TEMPLATE = "winograd_conv2d"
 
 
-class _Shape(ctypes.Structure):
+class Shape(ctypes.Structure):
+    """The kernel's `nv_shape`: one layer's dimensions, padding, layout, threads and stages."""
+
     _fields_ = [(name, ctypes.c_long) for name in ("n", "c", "h", "w", "k", "oh", "ow", "pad_top", "pad_left")] + [
         ("relu", ctypes.c_int), ("threads", ctypes.c_int), ("tile_block", ctypes.c_long),
         ("budget_bytes", ctypes.c_long), ("layout", ctypes.c_int), ("stages", ctypes.c_int)]
@@ -105,15 +107,67 @@ def build(alg: Algorithm, flags: tuple[str, ...] = FLAGS) -> Library:
 @functools.lru_cache(maxsize=64)
 def _load(path: str, name: str) -> Any:
     lib = ctypes.CDLL(path)
-    ptr, shape = ctypes.c_void_p, ctypes.POINTER(_Shape)
+    ptr, shape = ctypes.c_void_p, ctypes.POINTER(Shape)
     for fn, args, res in (("tile_block", [shape], ctypes.c_long), ("workspace_floats", [shape], ctypes.c_long),
                           ("weight_floats", [shape], ctypes.c_long), ("transform_weights", [shape, ptr, ptr], None),
                           ("conv2d", [shape, ptr, ptr, ptr, ptr, ptr], None), ("input_tile", [ptr, ptr], None),
                           ("output_tile", [ptr, ptr], None), ("filter_tile", [ptr, ptr], None),
-                          ("ukernel_gflops", [ctypes.c_int, ctypes.c_long], ctypes.c_double)):
+                          ("ukernel_gflops", [ctypes.c_int, ctypes.c_long], ctypes.c_double),
+                          ("panel", [], ctypes.c_int)):
         f = getattr(lib, f"{name}_{fn}")
         f.argtypes, f.restype = args, res
     return lib
+
+
+class KernelLibrary:
+    """The built kernel of one algorithm, called through raw pointers: what `Kernel` (NumPy) and the PyTorch
+    operator (`novagen.torch`) both run.  Float buffers may be NumPy arrays or torch tensors; U must be
+    32-byte aligned (both allocators give 64)."""
+
+    def __init__(self, alg: Algorithm, flags: tuple[str, ...] = FLAGS) -> None:
+        self.algorithm = check(alg)
+        self.built = build(self.algorithm, flags)
+        self.prefix = prefix(self.algorithm)
+        self._lib = _load(str(self.built.path), self.prefix)
+
+    def fn(self, name: str) -> Any:
+        return getattr(self._lib, f"{self.prefix}_{name}")
+
+    def shape(self, n: int, c: int, h: int, w: int, k: int, pads: Any, layout: str = "NCHW",
+              threads: int | None = None, relu: bool = False, tile_block: int = 0) -> Shape:
+        """The nv_shape of a layer; InputError when the padded input is smaller than the kernel."""
+        (pt, pb), (pl, pr) = pads
+        r = self.algorithm.r
+        oh, ow = h + pt + pb - r + 1, w + pl + pr - r + 1
+        if oh < 1 or ow < 1:
+            raise InputError(f"input {h}x{w} with padding {pads} is smaller than the {r}x{r} kernel")
+        return Shape(n, c, h, w, k, oh, ow, pt, pl, int(relu), threads or os.cpu_count() or 1, tile_block, 0,
+                     LAYOUTS.index(layout), ALL_STAGES)
+
+    def weight_floats(self, s: Shape) -> int:
+        return int(self.fn("weight_floats")(ctypes.byref(s)))
+
+    @property
+    def panel(self) -> int:
+        """Output channels per GEMM panel (32 with AVX-512, else 16): U pads K to a multiple of it."""
+        return int(self.fn("panel")())
+
+    def workspace_floats(self, s: Shape) -> int:
+        return int(self.fn("workspace_floats")(ctypes.byref(s)))
+
+    def transform_weights(self, s: Shape, w: int, u: int) -> None:
+        """U (weight_floats) from w (K, C, r, r), by data pointers."""
+        self.fn("transform_weights")(ctypes.byref(s), w, u)
+
+    def conv2d(self, s: Shape, x: int, u: int, bias: int | None, y: int, work: int) -> None:
+        """y from x and U (+ bias), by data pointers, with a workspace of workspace_floats."""
+        self.fn("conv2d")(ctypes.byref(s), x, u, bias, y, work)
+
+
+@functools.lru_cache(maxsize=64)
+def kernel_library(alg: Algorithm, flags: tuple[str, ...] = FLAGS) -> KernelLibrary:
+    """The KernelLibrary of an algorithm, built once per process (algorithms compare by their exact matrices)."""
+    return KernelLibrary(alg, flags)
 
 
 def _aligned(n: int) -> np.ndarray:
@@ -145,32 +199,26 @@ class Kernel:
         self.relu = relu
         self.threads = threads or os.cpu_count() or 1
         self.tile_block = tile_block
-        self.built = build(self.algorithm, flags)
-        self.prefix = prefix(self.algorithm)
-        self._lib = _load(str(self.built.path), self.prefix)
+        self.library = kernel_library(self.algorithm, tuple(flags))
+        self.built = self.library.built
+        self.prefix = self.library.prefix
         self.layer = tuple(int(v) for v in layer) if layer is not None else None
         if self.layer is not None and len(self.layer) != 5:
             raise InputError(f"layer {layer} must be (N, C, H, W, K)")
-        self._shape: _Shape | None = None
+        self._shape: Shape | None = None
         self._key: tuple[int, ...] | None = None
         self._work: np.ndarray | None = None
         self._w: np.ndarray | None = None
         self._u: np.ndarray | None = None
 
     def _fn(self, name: str) -> Any:
-        return getattr(self._lib, f"{self.prefix}_{name}")
+        return self.library.fn(name)
 
-    def _shape_for(self, x_shape: tuple[int, ...], k: int) -> _Shape:
+    def _shape_for(self, x_shape: tuple[int, ...], k: int) -> Shape:
         n, c, h, w = x_shape
-        (pt, pb), (pl, pr) = self.pads
-        r = self.algorithm.r
-        oh, ow = h + pt + pb - r + 1, w + pl + pr - r + 1
-        if oh < 1 or ow < 1:
-            raise InputError(f"input {h}x{w} with padding {self.pads} is smaller than the {r}x{r} kernel")
-        return _Shape(n, c, h, w, k, oh, ow, pt, pl, int(self.relu), self.threads, self.tile_block, 0,
-                      LAYOUTS.index(self.layout), ALL_STAGES)
+        return self.library.shape(n, c, h, w, k, self.pads, self.layout, self.threads, self.relu, self.tile_block)
 
-    def _prepare(self, x_shape: tuple[int, ...], k: int) -> _Shape:
+    def _prepare(self, x_shape: tuple[int, ...], k: int) -> Shape:
         key = (*x_shape, k)
         if key != self._key:
             self._shape = self._shape_for(x_shape, k)
@@ -231,13 +279,14 @@ class Kernel:
 
     def gemm_flops(self) -> float:
         """FLOPs of the channel-GEMM stage for the shape of the last call, as the kernel computes them
-        (tiles padded to its tile block, K to 16, C as given)."""
+        (tiles padded to its tile block, K to the GEMM panel, C as given)."""
         if self._shape is None:
             raise InputError("call the kernel once first: the GEMM size depends on the input shape")
         s, alg = self._shape, self.algorithm
         tiles = s.n * math.ceil(s.oh / alg.m) * math.ceil(s.ow / alg.m)
         tb = self._fn("tile_block")(ctypes.byref(s))
-        return 2.0 * alg.alpha ** 2 * math.ceil(tiles / tb) * tb * s.c * (-(-s.k // 16) * 16)
+        panel = int(self._fn("panel")())
+        return 2.0 * alg.alpha ** 2 * math.ceil(tiles / tb) * tb * s.c * (-(-s.k // panel) * panel)
 
     def ukernel_gflops(self, reps: int = 200_000) -> float:
         """GFLOP/s of the GEMM micro-kernel on cache-resident data with all threads (best of 3)."""

@@ -1,4 +1,4 @@
-"""PyTorch integration: a drop-in Winograd `nn.Conv2d` and `replace_conv2d` for whole models.
+"""Emulated convolutions: a drop-in Winograd `nn.Conv2d` under a precision policy, for accuracy studies.
 
 `WinogradConv2d` computes a 3×3 stride-1 convolution with any 2D (or nested 1D) algorithm under a
 precision policy of `novagen.precision`, running the one emulator (`novagen.precision.emulator`) on
@@ -10,7 +10,6 @@ Under "fp32" and "fp64" the module is an exact Winograd convolution in that prec
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +68,7 @@ class WinogradConv2d(_Emulated):
         super().__init__(in_channels, out_channels, (self.algs[0].r, self.algs[1].r), precision, bias)
         self.algorithm_label = resolved.label  # type: ignore[union-attr]
         self.padding = resolve_padding(padding, self.kernel_size)
+        self.scales: dict[str, Any] | None = None  # calibrated static scales (novagen.torch.calibrate)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, algorithm: str | AnyAlgorithm,
@@ -88,7 +88,7 @@ class WinogradConv2d(_Emulated):
         ops = self._arrays(x)
         bias = None if self.bias is None else self.bias.to(ops.dtype)
         y, counts = winograd(x.to(ops.dtype), self.weight.to(ops.dtype), self.algs, self.policy, self.padding, ops,
-                             bias)
+                             bias, self.scales)
         return self._record(y, counts, x.dtype)
 
 
@@ -103,6 +103,7 @@ class DirectConv2d(_Emulated):
         self.in_channels = in_channels
         self.stride, self.dilation, self.groups = stride, dilation, groups
         self.padding = resolve_padding(padding, self.kernel_size)
+        self.scales: dict[str, Any] | None = None  # calibrated: x per tensor, w per output channel
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, precision: str | Policy = "fp32") -> DirectConv2d:
@@ -120,7 +121,7 @@ class DirectConv2d(_Emulated):
         ops = self._arrays(x)
         bias = None if self.bias is None else self.bias.to(ops.dtype)
         y, counts = direct(x.to(ops.dtype), self.weight.to(ops.dtype), self.policy, self.padding, ops,
-                           _pair(self.stride), _pair(self.dilation), self.groups, bias)
+                           _pair(self.stride), _pair(self.dilation), self.groups, bias, self.scales)
         return self._record(y, counts, x.dtype)
 
 
@@ -147,49 +148,24 @@ def ineligible(conv: nn.Module, kernel: tuple[int, int] = (3, 3)) -> str | None:
 
 @dataclass
 class Replacement:
-    """What `replace_conv2d` did: convolutions swapped, and those left alone with the reason."""
+    """What `replace_conv2d` did: convolutions swapped, and those left alone with the reason; with the fast
+    backend, `choices()` gives what each replaced layer chose for each input shape so far."""
 
     replaced: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    model: Any = field(default=None, repr=False, compare=False)
+    scales: dict[str, Any] = field(default_factory=dict)  # calibrated static scales by layer
 
-
-def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: str | Policy = "fp32", *,
-                   others: str = "keep", inplace: bool = False) -> nn.Module:
-    """A copy of `model` whose eligible 3×3 stride-1 convolutions run `algorithm` under `precision`.
-
-    `algorithm` may be "direct" (the precision baseline). Ineligible convolutions are left alone
-    (others="keep") or computed directly in the same precision (others="direct"); either way they are
-    listed in `model.novagen_replacement.skipped`.
-    """
-    if others not in ("keep", "direct"):
-        raise InputError(f"others='{others}' is not understood: use 'keep' or 'direct'")
-    resolved = resolve_algorithm(algorithm)
-    pol = policy(precision)
-    kernel = (3, 3) if resolved == DIRECT else tuple(a.r for a in axes_2d(resolved))  # type: ignore[arg-type]
-    out = model if inplace else copy.deepcopy(model)
-    report = Replacement()
-    for name, mod in list(out.named_modules()):
-        if not isinstance(mod, nn.Conv2d):
-            continue
-        reason = ineligible(mod, kernel)  # type: ignore[arg-type]
-        if reason is None:
-            new: nn.Module = (DirectConv2d.from_conv(mod, pol) if resolved == DIRECT
-                              else WinogradConv2d.from_conv(mod, resolved, pol))  # type: ignore[arg-type]
-            report.replaced.append(name)
-        else:
-            report.skipped.append((name, reason))
-            if others == "keep":
-                continue
-            new = DirectConv2d.from_conv(mod, pol)
-        _set_submodule(out, name, new)
-    out.novagen_replacement = report  # type: ignore[assignment]
-    return out
-
-
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
+    def choices(self) -> list[dict[str, Any]]:
+        """Per replaced layer and input shape: the choice, its times and why (the fast backend's "auto")."""
+        if self.model is None:
+            return []
+        out = []
+        for name in self.replaced:
+            mod = self.model.get_submodule(name)
+            for d in getattr(mod, "decisions", []):
+                out.append({"layer": name, **{k: v for k, v in d.items() if k != "choice"}})
+        return out
 
 
 def overflow_counts(model: nn.Module, reset: bool = False) -> dict[str, int]:

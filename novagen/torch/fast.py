@@ -1,0 +1,181 @@
+"""The generated C kernel as a PyTorch operator, and the module that runs it.
+
+Two custom operators (`torch.library`), each with a fake implementation so `torch.compile` and
+`torch.export` trace through them:
+
+- `novagen::winograd_weights(w, algorithm)`: U = G·w·Gᵀ packed for the kernel, from fp32 weights (K, C, r, r);
+- `novagen::winograd_conv2d(x, u, bias, algorithm, padding)`: y from x (NCHW, or channels_last memory),
+  U and an optional bias, on `torch.get_num_threads()` threads.
+
+`algorithm` is an algorithm's content hash, registered by `register`; the kernel library is built (or
+taken from the cache) once per algorithm.  `WinogradKernelConv2d` keeps U as a buffer, transformed again
+when its weight changes (in eager mode; a compiled model assumes inference weights stay put).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+from torch import nn
+
+from novagen.algebra import Algorithm
+from novagen.backends.c import KernelLibrary, kernel_library
+from novagen.errors import InputError
+from novagen.torch.auto import TORCH, decide
+
+_ALGORITHMS: dict[str, Algorithm] = {}
+"""Algorithms by content hash: what the operators' `algorithm` strings name."""
+_WORKSPACES = threading.local()
+"""Per thread, the kernel workspace of the last shape each algorithm ran (reused: no page faults per call)."""
+
+
+def register(alg: Algorithm) -> str:
+    """Make `alg` callable by the operators; returns the name they take (its content hash)."""
+    _ALGORITHMS[alg.content_hash] = alg
+    return alg.content_hash
+
+
+def _library(name: str) -> KernelLibrary:
+    if name not in _ALGORITHMS:
+        raise InputError(f"algorithm {name[:16]}… is not registered with novagen.torch.fast.register")
+    return kernel_library(_ALGORITHMS[name])
+
+
+def _out_hw(x: torch.Tensor, r: int, padding: list[int]) -> tuple[int, int]:
+    return x.shape[2] + 2 * padding[0] - r + 1, x.shape[3] + 2 * padding[1] - r + 1
+
+
+@torch.library.custom_op("novagen::winograd_weights", mutates_args=())
+def winograd_weights(w: torch.Tensor, algorithm: str) -> torch.Tensor:
+    lib = _library(algorithm)
+    w = w.detach().to(torch.float32).contiguous()
+    k, c = int(w.shape[0]), int(w.shape[1])
+    s = lib.shape(1, c, 8, 8, k, ((1, 1), (1, 1)), threads=torch.get_num_threads())
+    u = torch.empty(lib.weight_floats(s), dtype=torch.float32)
+    lib.transform_weights(s, w.data_ptr(), u.data_ptr())
+    return u
+
+
+@winograd_weights.register_fake
+def _(w: torch.Tensor, algorithm: str) -> torch.Tensor:
+    lib = _library(algorithm)
+    k, c = int(w.shape[0]), int(w.shape[1])
+    return w.new_empty(lib.algorithm.alpha ** 2 * (-(-c // 8) * 8) * (-(-k // lib.panel) * lib.panel),
+                       dtype=torch.float32)
+
+
+@torch.library.custom_op("novagen::winograd_conv2d", mutates_args=())
+def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, algorithm: str,
+                    padding: list[int], out_channels: int) -> torch.Tensor:
+    lib = _library(algorithm)
+    n, c, h, w = (int(v) for v in x.shape)
+    nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    xc = x.to(torch.float32).contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    pads = ((padding[0], padding[0]), (padding[1], padding[1]))
+    s = lib.shape(n, c, h, w, out_channels, pads, "NHWC" if nhwc else "NCHW", torch.get_num_threads())
+    y = torch.empty((n, out_channels, int(s.oh), int(s.ow)), dtype=torch.float32,
+                    memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    b = None if bias is None else bias.to(torch.float32).contiguous()
+    lib.conv2d(s, xc.data_ptr(), u.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(),
+               _workspace(algorithm, lib, s).data_ptr())
+    return y
+
+
+@winograd_conv2d.register_fake
+def _(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, algorithm: str, padding: list[int],
+      out_channels: int) -> torch.Tensor:
+    oh, ow = _out_hw(x, _ALGORITHMS[algorithm].r, padding)
+    nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.empty((x.shape[0], out_channels, oh, ow), dtype=torch.float32, device=x.device,
+                       memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
+
+def _workspace(algorithm: str, lib: KernelLibrary, s: Any) -> torch.Tensor:
+    """The workspace of this shape: the buffer of the last call of this algorithm on this thread when large
+    enough, else a new one."""
+    cache = _WORKSPACES.__dict__.setdefault("buffers", {})
+    need = lib.workspace_floats(s)
+    buf = cache.get(algorithm)
+    if buf is None or buf.numel() < need:
+        buf = cache[algorithm] = torch.empty(need, dtype=torch.float32)
+    return buf
+
+
+class KernelConv2d(nn.Module):
+    """Drop-in for a 3×3 stride-1 `nn.Conv2d` (groups 1, zero padding, fp32) that runs novagen's C kernel
+    through the `novagen::winograd_conv2d` operator, or torch's conv2d where that is faster.
+
+    With one algorithm it always runs that one.  With several (`algorithm="auto"`), each input shape
+    (with its memory format and thread count) gets the fastest correct candidate, measured on its first
+    eager call (`novagen.torch.auto.decide`, cached on disk) or chosen ahead with `decide(x)`.  The state
+    dict has the conv's own keys (weight, bias); U is a buffer per algorithm, transformed again when the
+    weight changes (in eager mode: a compiled model assumes inference weights stay put)."""
+
+    def __init__(self, conv: nn.Conv2d, algorithms: list[Algorithm]) -> None:
+        super().__init__()
+        if not algorithms:
+            raise InputError("KernelConv2d needs at least one algorithm")
+        for alg in algorithms:
+            if tuple(conv.kernel_size) != (alg.r, alg.r):
+                raise InputError(f"{alg.label} needs a {alg.r}x{alg.r} kernel, got {tuple(conv.kernel_size)}")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size = tuple(conv.kernel_size)
+        r = self.kernel_size[0]
+        self.padding = tuple(int(p) for p in conv.padding) if not isinstance(conv.padding, str) else \
+            ((r - 1) // 2, (r - 1) // 2)
+        self.algorithms = {register(alg): alg for alg in algorithms}
+        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=conv.weight.requires_grad)
+        self.bias = (nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
+                     if conv.bias is not None else None)
+        self.choices: dict[tuple[Any, ...], str] = {}
+        self.decisions: list[dict[str, Any]] = []
+        self._u: dict[str, tuple[tuple[int, int], torch.Tensor]] = {}
+
+    def extra_repr(self) -> str:
+        algs = ", ".join(a.label for a in self.algorithms.values())
+        return f"{self.in_channels}, {self.out_channels}, algorithms=[{algs}], padding={self.padding}"
+
+    def key(self, x: torch.Tensor) -> tuple[Any, ...]:
+        """What a choice depends on: the input's shape, its memory format and the thread count."""
+        nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return (*x.shape, nhwc, torch.get_num_threads())
+
+    def transformed(self, name: str) -> torch.Tensor:
+        """U of one algorithm for the current weight (transformed again after a change, in eager mode)."""
+        held = self._u.get(name)
+        if torch.compiler.is_compiling():  # traced: the U of the last eager call, or the operator in the graph
+            return held[1] if held is not None else winograd_weights(self.weight, name)
+        stamp = (self.weight.data_ptr(), self.weight._version)
+        if held is None or held[0] != stamp:
+            held = self._u[name] = (stamp, winograd_weights(self.weight, name))
+        return held[1]
+
+    def run(self, x: torch.Tensor, choice: str) -> torch.Tensor:
+        """The output of one candidate: an algorithm's name (content hash) or TORCH."""
+        if choice == TORCH:
+            return nn.functional.conv2d(x, self.weight, self.bias, 1, self.padding)
+        return winograd_conv2d(x, self.transformed(choice), self.bias, choice, list(self.padding), self.out_channels)
+
+    def decide(self, x: torch.Tensor) -> str:
+        """The choice for x's key: the only algorithm, or the fastest correct candidate (measured once)."""
+        key = self.key(x)
+        if key not in self.choices:
+            if len(self.algorithms) == 1:
+                self.choices[key] = next(iter(self.algorithms))
+            else:
+                decision = decide(self, x)
+                self.choices[key] = decision["choice"]
+                self.decisions.append(decision)
+        return self.choices[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = self.key(x)
+        choice = self.choices.get(key)
+        if choice is None:
+            if len(self.algorithms) == 1:
+                choice = next(iter(self.algorithms))
+            else:  # auto measures in eager mode only: traced before it chose, the layer stays torch's
+                choice = TORCH if torch.compiler.is_compiling() else self.decide(x)
+        return self.run(x, choice)
