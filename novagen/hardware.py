@@ -1,8 +1,8 @@
-"""Hardware cost of an algorithm's runtime transforms in fixed point: adders, shifts and constant
-multipliers after sharing (from the integer transform programs of `novagen.program`), the adders the
-constant multipliers cost as CSD shift-add chains, word widths for a given input width (exact range
-analysis, `novagen.fixedpoint`), yosys figures of the generated RTL when yosys is installed, and the
-measured error of the fixed-point pipeline against the float64 reference.
+"""Hardware cost of an algorithm as a fixed-point tile engine: the adders of its four transform passes
+after sharing (integer programs of `novagen.program`, constant multipliers as CSD shift-add chains), the α²
+DSP multipliers and the accumulators, all per output; word widths for a given input width (exact range
+analysis, `novagen.fixedpoint`) and for a fixed-width datapath; yosys figures of the engine's RTL when yosys
+is installed; and the measured error of both datapaths against the float64 reference.
 
 Non-dyadic points such as ±5/6 are not exact in binary fixed point: the integer-scaled transforms carry
 their denominators (6, 36, 216, ...) as constants, which cost adders and widen every word.
@@ -18,6 +18,7 @@ from typing import Any
 
 from novagen.algebra import Algorithm
 from novagen.backends import verilog
+from novagen.costmodel import dsps_per_multiplier
 from novagen.errors import CatalogError, InputError
 from novagen.fixedpoint import FixedPointDesign, csd_adders, measure
 from novagen.metrics import metrics
@@ -55,44 +56,70 @@ def is_dyadic(alg: Algorithm) -> bool:
     return all(p.denominator & (p.denominator - 1) == 0 for p in pts)
 
 
-def report(alg: Algorithm, input_bits: int = 8, channels: int = 16, coef_bits: int = 16,
+def _pass_row(rtl: Any, M: Any) -> dict[str, Any]:
+    return {"program_adds": rtl.prog_adds, "shifts": rtl.shifts, "const_mults": rtl.muls, "csd_adds": rtl.csd_adds,
+            "adders": rtl.adders, "in_width": rtl.in_width, "max_width": rtl.max_width,
+            "max_constant": max(abs(c) for r in M for c in r)}
+
+
+def engine_yosys(des: FixedPointDesign, family: str) -> dict[str, int]:
+    """yosys figures of the tile engine (one output channel a cycle) for `des`."""
+    from novagen.backends.verilog.engine import engine_lines
+    from novagen.resources import templates
+
+    name = verilog.prefix(des.alg)
+    decl, seq, buses = engine_lines(des, name, 1)
+    ctx = {"name": name, "label": des.alg.label, "version": "", "m": des.alg.m, "r": des.alg.r, "alpha": des.alg.alpha,
+           "pk": 1, "widths": des.widths, "shifts": des.shifts, "y_exponent": des.y_exponent,
+           "datapath_bits": des.datapath_bits, "multipliers": des.alg.alpha ** 2, "decl": decl, "seq": seq,
+           "buses": buses}
+    with tempfile.TemporaryDirectory(prefix="novagen-yosys-") as tmp:
+        mods = [verilog.render_module(rtl, M, key, key, des.alg.label, vectors=0)[f"{rtl.name}.v"]
+                for key, (rtl, M) in verilog.passes(des, name).items()]
+        (Path(tmp) / "passes.v").write_text("\n".join(mods))
+        (Path(tmp) / "engine.v").write_text(templates("verilog").get_template("engine.v.j2").render(ctx))
+        return verilog.synth_stats([Path(tmp) / "passes.v", Path(tmp) / "engine.v"], f"{name}_engine", family)
+
+
+def report(alg: Algorithm, input_bits: int = 8, channels: int = 16, coef_bits: int = 16, datapath_bits: int = 16,
            families: tuple[str, ...] = SYNTH_FAMILIES, yosys: bool = True,
-           error_shape: tuple[int, ...] = (1, 8, 24, 24, 8),
-           seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The cost and error of one algorithm's fixed-point transforms (one axis each; a 2D tile uses the
-    input transform 2α times and the output transform α + m times)."""
+           error_shape: tuple[int, ...] = (1, 8, 24, 24, 8), seed: int = 0,
+           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The cost of the whole tile engine for one algorithm (its four transform passes, α² DSP multipliers,
+    accumulators), per output; word widths and measured error with exact widths and with a fixed
+    `datapath_bits` datapath; yosys figures of the engine."""
     des = FixedPointDesign(alg, in_bits=input_bits, coef_bits=coef_bits, channels=channels)
-    rtls = verilog.transforms(alg, input_bits, channels, coef_bits)
+    fixed = FixedPointDesign(alg, in_bits=input_bits, coef_bits=coef_bits, channels=channels,
+                             datapath_bits=datapath_bits)
+    rtls = verilog.passes(des, verilog.prefix(alg))
+    a, m, r = alg.alpha, alg.m, alg.r
+    p = {key: _pass_row(rtl, M) for key, (rtl, M) in rtls.items()}
+    dsp = dsps_per_multiplier(des.widths["v"], des.widths["u"])
+    tile_adders = (a * (p["bt_row"]["adders"] + p["bt_col"]["adders"] + p["at_col"]["adders"])
+                   + m * p["at_row"]["adders"])
     out: dict[str, Any] = {
-        "algorithm": alg.label, "points": [format_point(p) for p in (alg.points or ())], "dyadic": is_dyadic(alg),
+        "algorithm": alg.label, "points": [format_point(pt) for pt in (alg.points or ())], "dyadic": is_dyadic(alg),
         "vandermonde_cond": metrics(alg)["vandermonde_cond"], "input_bits": input_bits, "coef_bits": coef_bits,
-        "channels": channels, "bt_scales": list(des.d), "at_scales": list(des.e), "widths": des.widths,
-        "transforms": {},
+        "channels": channels, "datapath_bits": datapath_bits, "bt_scales": list(des.d), "at_scales": list(des.e),
+        "widths": des.widths, "widths_fixed": fixed.widths, "shifts_fixed": fixed.shifts, "passes": p,
+        "engine": {"multipliers": a * a, "dsps": a * a * dsp, "dsps_per_multiplier": dsp, "tile_adders": tile_adders,
+                   "accumulator_bits": a * a * des.widths["acc"]},
+        "per_output": {"multiplies": a * a / (m * m), "dsps": a * a * dsp / (m * m),
+                       "input_adders": 2 * a * p["bt_row"]["adders"] / (m * m),
+                       "output_adders": (a * p["at_col"]["adders"] + m * p["at_row"]["adders"]) / (m * m),
+                       "adders": tile_adders / (m * m), "direct_multiplies": r * r},
+        "gops_per_dsp_200mhz": 2 * r * r * m * m / (a * a) * 0.2 / dsp,
+        "yosys": {},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for key, label in (("bt", "input BT"), ("at", "output AT")):
-            rtl, M = rtls[key]
-            row: dict[str, Any] = {
-                "program_adds": rtl.prog_adds, "shifts": rtl.shifts, "const_mults": rtl.muls,
-                "csd_adds": rtl.csd_adds, "adders": rtl.adders, "in_width": rtl.in_width, "max_width": rtl.max_width,
-                "max_constant": max(abs(c) for r in M for c in r), "yosys": {},
-            }
-            if yosys and verilog.tool("yosys"):
-                files = verilog.render_module(rtl, M, label, key, alg.label, vectors=0)
-                path = Path(tmp) / f"{rtl.name}.v"
-                path.write_text(files[f"{rtl.name}.v"])
-                for fam in families:
-                    if progress:
-                        progress(f"yosys synth_{fam}: {alg.label} {label}")
-                    row["yosys"][fam] = verilog.synth_stats(path, rtl.name, fam)
-            out["transforms"][key] = row
-    tile = out["transforms"]
-    a, m = alg.alpha, alg.m
-    out["tile_adders"] = 2 * a * tile["bt"]["adders"] + (a + m) * tile["at"]["adders"]
-    out["tile_adders_per_output"] = out["tile_adders"] / (m * m)
+    if yosys and verilog.tool("yosys"):
+        for fam in families:
+            if progress:
+                progress(f"yosys synth_{fam}: the {alg.label} tile engine")
+            out["yosys"][fam] = engine_yosys(des, fam)
     if progress:
         progress(f"fixed-point error: {alg.label}")
     out["error"] = measure(alg, error_shape, input_bits, coef_bits, seed)
+    out["error_fixed"] = measure(alg, error_shape, input_bits, coef_bits, seed, datapath_bits=datapath_bits)
     out["error_shape"] = list(error_shape)
     out["yosys_available"] = verilog.tool("yosys") is not None
     return out

@@ -86,3 +86,40 @@ def test_csd_digits(c):
     ks = sorted(k for k, _ in d)
     assert all(b - a >= 2 for a, b in zip(ks, ks[1:]))  # canonic: no two adjacent nonzero digits
     assert csd_adders(c) >= len(d) - 1
+
+
+@pytest.mark.parametrize("name,bits", [("F(2,3)/classic", 12), ("F(4,3)/classic", 18), ("F(4,3)/nova", 20),
+                                       ("F(6,3)/classic", 24)])
+def test_fixed_width_datapath_fits_rounds_and_stays_within_its_bound(name, bits):
+    """Every rounded stage fits the datapath, the model stays within the bound that accounts for each
+    rounding, and the rounding costs accuracy against the exact-width pipeline."""
+    alg = novagen.algorithm(name)
+    shape = (1, 6, 10, 11, 5)
+    x, w = layer_test_data(shape, 8, seed=2)
+    exact = FixedPointDesign(alg, in_bits=8, channels=6)
+    uq = exact.transform_weights(w)
+    des = FixedPointDesign(alg, in_bits=8, channels=6, datapath_bits=bits).for_weights(uq)
+    assert all(des.widths[k] <= bits for k in ("z", "v", "m", "t", "y")) and sum(des.shifts.values()) > 0
+    yhat, y = des.run(x, uq, 1)
+    assert all(abs(int(v)) < 1 << (bits - 1) for v in yhat.reshape(-1))
+    ref = correlate_direct(x.astype(float), w, 1)
+    bound = des.error_bound(x, 1, uq)
+    assert bound.shape == (1, 5, 10, 11) and (np.abs(y - ref) <= bound).all()
+    _, y_exact = exact.run(x, uq, 1)
+    assert np.linalg.norm(y - ref) > np.linalg.norm(y_exact - ref)
+    # a wider datapath is at least as accurate
+    wider = FixedPointDesign(alg, in_bits=8, channels=6, datapath_bits=bits + 6).for_weights(uq)
+    assert np.linalg.norm(wider.run(x, uq, 1)[1] - ref) < np.linalg.norm(y - ref)
+
+
+def test_datapath_rounding_is_round_half_up_and_weights_beyond_the_design_are_refused():
+    from novagen.fixedpoint import rnd
+
+    assert [rnd(v, 2) for v in (-6, -5, -2, -1, 0, 1, 2, 5, 6)] == [-1, -1, 0, 0, 0, 0, 1, 1, 2]
+    alg = novagen.algorithm("F(2,3)/classic")
+    des = FixedPointDesign(alg, channels=2, datapath_bits=12)
+    small = des.for_weights(des.transform_weights(np.full((1, 2, 3, 3), 0.1)))
+    with pytest.raises(InputError, match="exceed the ranges"):
+        small.run(np.ones((1, 2, 4, 4), dtype=np.int64), des.transform_weights(np.full((1, 2, 3, 3), 0.9)))
+    with pytest.raises(InputError, match="datapath bits"):
+        FixedPointDesign(alg, datapath_bits=4)

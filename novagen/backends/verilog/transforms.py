@@ -1,33 +1,25 @@
-"""The Verilog target: the integer-scaled input and output transforms (B̂ = D·BT, Â = AT·E, see
+"""One pass of a transform as RTL: the integer-scaled input and output transforms (B̂ = D·BT, Â = AT·E, see
 `novagen.fixedpoint`) as combinational trees of two-input adders, rendered from the integer transform
 programs of `novagen.program`: shared subexpressions stay shared, constant multiplications become
 canonic-signed-digit (CSD) shift-add chains, shifts are wiring, and every wire is exactly as wide as the
-exact range analysis says.  A testbench checks extreme and random vectors against exact integers and
-prints "N passed, N failed"; `simulate` runs it with iverilog, `lint` runs verilator --lint-only, and
-`synth_stats` runs yosys (synth_ice40 / synth_xilinx, stat) when these tools are installed.
-"""
+exact range analysis says for its input width.  `render_module` adds a testbench of extreme and random
+vectors against exact integers ("N passed, N failed")."""
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from novagen.algebra import Algorithm
-from novagen.backends.base import Backend, Option, one_axis
-from novagen.errors import CheckFailed, InputError
-from novagen.files import write_files
+from novagen.backends.base import one_axis
+from novagen.errors import InputError
 from novagen.fixedpoint import FixedPointDesign, csd, signed_bits, var_l1
 from novagen.program import ZERO, Program
 from novagen.resources import templates
 from novagen.version import __version__
 
 
-def _fit(name: str, wf: int, wt: int) -> str:
+def fit(name: str, wf: int, wt: int) -> str:
     """`name` (wf-bit two's complement) as a wt-bit expression: sign-extended or its low bits."""
     if wt == wf:
         return name
@@ -38,8 +30,8 @@ def _fit(name: str, wf: int, wt: int) -> str:
 
 def _shifted(name: str, wf: int, k: int, wt: int) -> str:
     if k == 0:
-        return _fit(name, wf, wt)
-    return f"{{{_fit(name, wf, wt - k)}, {k}'b0}}"
+        return fit(name, wf, wt)
+    return f"{{{fit(name, wf, wt - k)}, {k}'b0}}"
 
 
 @dataclass
@@ -82,10 +74,10 @@ def build_rtl(prog: Program, in_width: int, name: str) -> Rtl:
         if op.kind in ("add", "sub"):
             b, wb = names[op.b], width[op.b]
             rtl.wires.append({"name": tname, "width": w,
-                              "expr": f"{_fit(a, wa, w)} {'+' if op.kind == 'add' else '-'} {_fit(b, wb, w)}"})
+                              "expr": f"{fit(a, wa, w)} {'+' if op.kind == 'add' else '-'} {fit(b, wb, w)}"})
             rtl.prog_adds += 1
         elif op.kind == "neg":
-            rtl.wires.append({"name": tname, "width": w, "expr": f"-{_fit(a, wa, w)}"})
+            rtl.wires.append({"name": tname, "width": w, "expr": f"-{fit(a, wa, w)}"})
             rtl.prog_adds += 1
         else:
             c = int(op.c)
@@ -112,7 +104,7 @@ def build_rtl(prog: Program, in_width: int, name: str) -> Rtl:
                     rtl.wires.append({"name": pname, "width": ww, "expr": expr})
                 parts.append(pname)
             if parts[-1] != tname:
-                rtl.wires.append({"name": tname, "width": w, "expr": _fit(parts[-1], ww, w)})
+                rtl.wires.append({"name": tname, "width": w, "expr": fit(parts[-1], ww, w)})
         names.append(tname)
     for o in prog.outputs:
         if o == ZERO:
@@ -164,123 +156,22 @@ def prefix(alg: Algorithm) -> str:
     return f"nvrtl_f{alg.m}_{alg.r}_{alg.content_hash[:10]}"
 
 
+PASSES = ("bt_row", "bt_col", "at_col", "at_row")
+"""The four passes of a 2D tile, in pipeline order: B̂ along rows (input words), B̂ along columns (the
+rounded row results), Â along columns (the aligned accumulators), Â along rows (the rounded column results)."""
+
+
+def passes(des: FixedPointDesign, name: str) -> dict[str, tuple[Rtl, Any]]:
+    """The four passes of `des` as RTL, each sized for its own input range, with their integer matrices."""
+    w = des.widths
+    return {"bt_row": (build_rtl(des.bt_program, w["in"], f"{name}_bt_row"), des.B),
+            "bt_col": (build_rtl(des.bt_program, w["z"], f"{name}_bt_col"), des.B),
+            "at_col": (build_rtl(des.at_program, w["m"], f"{name}_at_col"), des.A),
+            "at_row": (build_rtl(des.at_program, w["t"], f"{name}_at_row"), des.A)}
+
+
 def transforms(alg: Algorithm, bits: int = 8, channels: int = 16, coef_bits: int = 16) -> dict[str, tuple[Rtl, Any]]:
-    """The two transforms of `alg` as RTL: "bt" (b-bit input), "at" (input as wide as the aligned
-    accumulators of the fixed-point pipeline for `channels` and `coef_bits`), with their integer matrices."""
+    """The four passes (PASSES) of `alg`'s exact-width fixed-point design for `channels` input channels."""
     alg = one_axis(alg, "verilog")
     des = FixedPointDesign(alg, in_bits=int(bits), coef_bits=coef_bits, channels=channels)
-    name = prefix(alg)
-    return {"bt": (build_rtl(des.bt_program, des.in_bits, f"{name}_bt"), des.B),
-            "at": (build_rtl(des.at_program, des.widths["m"], f"{name}_at"), des.A)}
-
-
-def generate(alg: Algorithm, out_dir: str | Path, layer: tuple[int, ...] | None = None, padding: int = 1,
-             bits: int | str = 8, overwrite: bool = False) -> list[Path]:
-    """Write <prefix>_bt.v, <prefix>_at.v, their testbenches, run_sim.sh and a README into `out_dir`
-    (`bits`: the input width, "auto" = 8); the output transform is as wide as the accumulators of the
-    layer's C input channels (16 without a layer)."""
-    channels = layer[1] if layer is not None else 16
-    try:
-        b = 8 if str(bits).strip().lower() == "auto" else int(bits)
-    except (TypeError, ValueError):
-        raise InputError(f"--bits '{bits}' must be the input width in bits, such as 8") from None
-    t = transforms(alg, b, channels)
-    files: dict[str, str] = {}
-    for key, what, mname in (("bt", "input transform (one axis)", "B^"), ("at", "output transform (one axis)", "A^")):
-        rtl, M = t[key]
-        files.update(render_module(rtl, M, what, mname, alg.label))
-    names = [t["bt"][0].name, t["at"][0].name]
-    sh = ["#!/bin/sh", "# simulate with iverilog and lint with verilator (when installed)", "set -e",
-          "cd \"$(dirname \"$0\")\""]
-    for n in names:
-        sh += [f"iverilog -g2005 -o {n}.vvp {n}_tb.v {n}.v && vvp -n {n}.vvp",
-               f"if command -v verilator >/dev/null; then verilator --lint-only -Wall {n}.v; fi"]
-    files["run_sim.sh"] = "\n".join(sh) + "\n"
-    bt, at = t["bt"][0], t["at"][0]
-    files["README.md"] = "\n".join([
-        f"# {prefix(alg)}: {alg.label} transforms as shift-add RTL", "",
-        f"`{bt.name}`: input transform along one axis, {bt.in_width}-bit inputs, {bt.adders} adders "
-        f"({bt.muls} constant multipliers as CSD chains), widest word {bt.max_width} bits.",
-        f"`{at.name}`: output transform along one axis, {at.in_width}-bit inputs (the aligned accumulators of a "
-        f"{channels}-channel, 16-bit-coefficient pipeline), {at.adders} adders, widest word {at.max_width} bits.",
-        "A 2D tile applies each along both axes (input: alpha row + alpha column instances).", "",
-        "Run the testbenches: `sh run_sim.sh` (iverilog; verilator --lint-only when installed).", ""])
-    return write_files(out_dir, files, overwrite, executable=("run_sim.sh",))
-
-
-# ---------------------------------------------------------------------------------------------------
-# Tools
-
-
-def tool(name: str) -> str | None:
-    """Path of an RTL tool (iverilog, vvp, verilator, yosys) or None."""
-    return shutil.which(name)
-
-
-_RESULT = re.compile(r"(\d+) passed, (\d+) failed")
-
-
-def simulate(folder: str | Path, name: str) -> tuple[int, int]:
-    """Run <name>_tb.v with iverilog/vvp: (passed, failed)."""
-    if not (tool("iverilog") and tool("vvp")):
-        raise InputError("iverilog is not installed (apt-get install iverilog)")
-    folder = Path(folder)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "sim.vvp"
-        proc = subprocess.run(["iverilog", "-g2005", "-o", str(out), str(folder / f"{name}_tb.v"),
-                               str(folder / f"{name}.v")], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise CheckFailed(f"iverilog rejected {name}: {proc.stderr.strip()[:300]}")
-        run = subprocess.run(["vvp", "-n", str(out)], capture_output=True, text=True)
-    m = _RESULT.search(run.stdout)
-    if not m:
-        raise CheckFailed(f"the {name} testbench printed no result: {run.stdout.strip()[-300:]}")
-    return int(m.group(1)), int(m.group(2))
-
-
-def lint(path: str | Path) -> str:
-    """verilator --lint-only -Wall: its messages ('' when clean)."""
-    if not tool("verilator"):
-        raise InputError("verilator is not installed (apt-get install verilator)")
-    proc = subprocess.run(["verilator", "--lint-only", "-Wall", str(path)], capture_output=True, text=True)
-    return (proc.stdout + proc.stderr).strip() if proc.returncode != 0 or proc.stderr.strip() else ""
-
-
-_STAT = re.compile(r"^\s+(\S+)\s+(\d+)\s*$")
-
-
-def synth_stats(path: str | Path, top: str, family: str = "ice40") -> dict[str, int]:
-    """yosys synth_<family> and stat: cell counts, with LUTs, carry cells and DSPs summed.
-
-    Open-toolchain estimates: ice40 LUTs are SB_LUT4 and carries SB_CARRY; xilinx LUTs are LUT1..LUT6 and
-    carries CARRY4/CARRY8, DSPs DSP48*."""
-    if not tool("yosys"):
-        raise InputError("yosys is not installed (apt-get install yosys)")
-    if family not in ("ice40", "xilinx"):
-        raise InputError(f"family '{family}' is not ice40 or xilinx")
-    script = f"read_verilog {path}; synth_{family} -top {top}; stat"
-    proc = subprocess.run(["yosys", "-p", script], capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        err = next((ln for ln in (proc.stderr + proc.stdout).splitlines() if "ERROR" in ln), proc.stderr[-300:])
-        raise CheckFailed(f"yosys failed on {top}: {err.strip()}")
-    text = proc.stdout
-    cells: dict[str, int] = {}
-    section = text[text.rfind("Number of cells"):]
-    for line in section.splitlines()[1:]:
-        m = _STAT.match(line)
-        if m:
-            cells[m.group(1)] = int(m.group(2))
-        elif cells and not line.strip():
-            break
-    luts = sum(v for k, v in cells.items() if k == "SB_LUT4" or re.fullmatch(r"LUT\d", k))
-    carry = sum(v for k, v in cells.items() if k in ("SB_CARRY", "CARRY4", "CARRY8"))
-    dsps = sum(v for k, v in cells.items() if k.startswith("DSP") or k.startswith("SB_MAC16"))
-    return {"luts": luts, "carry": carry, "dsps": dsps, "cells": sum(cells.values())}
-
-
-BACKENDS = (Backend(
-    name="verilog",
-    summary="the integer-scaled input and output transforms as shift-add RTL with testbenches",
-    generate=generate,
-    generate_options=(Option("bits", "input word width (auto: 8)", 8),),
-),)
+    return passes(des, prefix(alg))
