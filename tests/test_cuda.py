@@ -27,7 +27,7 @@ def _cache(tmp_path_factory, monkeypatch):
 
 def _check_stats(alg, dtype, stats):
     prefix = cuda.prefix(alg, dtype)
-    assert set(stats) == {f"{prefix}_fused", f"{prefix}_weights"}
+    assert set(stats) == {f"{prefix}_fused", f"{prefix}_weights", f"{prefix}_finish"}
     for st in stats.values():
         assert 0 < st.registers <= 255
         assert st.spill_stores == 0 and st.spill_loads == 0 and st.stack_bytes == 0, st
@@ -44,7 +44,7 @@ def test_libraries_build_without_spills(name, dtype):
 
 
 @needs_nvcc
-@pytest.mark.parametrize("name,arch", [("F(4,3)/nova", "sm_90"), ("F(6,3)/nova", "sm_90"),
+@pytest.mark.parametrize("name,arch", [("F(4,3)/nova", "sm_90"), ("F(6,3)/nova", "sm_90"), ("F(8,3)/best", "sm_90"),
                                        pytest.param("F(4,3)/classic", "sm_90", marks=pytest.mark.slow),
                                        pytest.param("F(6,3)/classic", "sm_80", marks=pytest.mark.slow),
                                        pytest.param("F(2,3)/classic", "sm_90", marks=pytest.mark.slow)])
@@ -54,14 +54,17 @@ def test_kernels_compile_without_spills(name, arch):
 
 
 @needs_nvcc
-@pytest.mark.parametrize("name,dtype", [("F(2,3)/classic", "fp16"), ("F(4,3)/nova", "fp32"), ("F(6,3)/nova", "fp16")])
-def test_host_emulation_matches_reference(name, dtype):
+@pytest.mark.parametrize("name,dtype,splits", [("F(2,3)/classic", "fp16", 1), ("F(4,3)/nova", "fp32", 1),
+                                               ("F(6,3)/nova", "fp16", 2),
+                                               pytest.param("F(8,3)/best", "fp16", 3, marks=pytest.mark.slow)])
+def test_host_emulation_matches_reference(name, dtype, splits):
+    """The kernel's stages on the CPU: fp16 or TF32 operands, split-K slices summed as the workspace does."""
     alg = novagen.algorithm(name)
-    for shape in ((2, 19, 13, 17, 21), (1, 5, 9, 30, 70)):
+    for shape in ((2, 19, 13, 17, 21), (1, 40, 9, 30, 70)):
         x, w = layer_data(shape, seed=3)
         bias = np.random.default_rng(4).standard_normal(shape[4]) * 0.1
         ref = correlate_direct(x, w, 1) + bias[None, :, None, None]
-        y = cuda.emulate(alg, x, w, bias, dtype).astype(np.float64)
+        y = cuda.emulate(alg, x, w, bias, dtype, splits=splits).astype(np.float64)
         emu, _ = winograd_emulate(x, w, [alg, alg], policy("fp16"), padding=1)
         bound = 1.5 * np.linalg.norm(emu + bias[None, :, None, None] - ref) / np.linalg.norm(ref)
         err = np.linalg.norm(y - ref) / np.linalg.norm(ref)
@@ -80,7 +83,8 @@ def test_library_reports_its_layout():
     lay = cuda.layout(alg)
     assert (got["alpha"], got["m"], got["r"]) == (6, 4, 3)
     assert got["threads"] == 32 * lay.warps and got["kb"] == lay.kb
-    assert got["smem_bytes"] == 36 * 256 * 6
+    assert got["smem_bytes"] == 36 * 256 * 8  # fp32 scratch and fp32 V (TF32 operands)
+    assert cuda.info(alg, "fp16")["smem_bytes"] == 36 * 256 * 6
 
 
 def test_generate_writes_cuda_project(tmp_path):
@@ -108,9 +112,21 @@ def test_generate_bad_options(tmp_path, capsys, args, needle):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_too_large_tile_is_refused(capsys, tmp_path):
-    assert run(["generate", "F(8,3)/nova", "--target", "cuda", "-o", str(tmp_path / "x")]) == 2
-    assert "alpha = 10" in capsys.readouterr().err
+@pytest.mark.parametrize("name,args,needle", [
+    ("F(8,3)/nova", ["--dtype", "fp32"], "200 KiB of shared memory per block; sm_80 allows 163 KiB"),
+    ("F(6,3)/nova", ["--arch", "sm_75"], "96 KiB of shared memory per block; sm_75 allows 64 KiB"),
+])
+def test_tiles_beyond_the_shared_memory_are_refused(capsys, tmp_path, name, args, needle):
+    assert run(["generate", name, "--target", "cuda", "-o", str(tmp_path / "x"), *args]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_f83_fits_and_f103_does_not(tmp_path, capsys):
+    assert run(["generate", "F(8,3)/nova", "--target", "cuda", "--arch", "sm_90", "--dtype", "fp32",
+                "-o", str(tmp_path / "ok")]) == 0
+    assert run(["generate", "F(10,3)", "--target", "cuda", "-o", str(tmp_path / "x")]) == 2
+    assert "alpha = 12" in capsys.readouterr().err
 
 
 @needs_nvcc
