@@ -34,14 +34,25 @@ def accuracy_cmd(
     skip_missing: bool = typer.Option(False, "--skip-missing", help="skip catalog names that do not exist"),
     plot: Path | None = typer.Option(None, "--plot", help="write a matplotlib figure (png, pdf, svg)"),
     force: bool = typer.Option(False, "--force", help="overwrite the --plot file if it exists"),
+    calibrate: int = typer.Option(0, "--calibrate", help="digits/shapes: calibrate int8 scales on this many "
+                                  "training images (percentile)"),
+    finetune: int = typer.Option(0, "--finetune", help="digits/shapes: Winograd-aware fine-tuning for this many "
+                                 "epochs (learned points, verified)"),
+    study_table: bool = typer.Option(False, "--study", help="digits/shapes: the whole low-precision table (fp32, "
+                                     "direct int8, Winograd int8 per tensor/tap/calibrated/fine-tuned, F(8,3) "
+                                     "fp16/bf16)"),
     as_json: bool = typer.Option(False, "--json", help="print {\"rows\": [...]} as JSON"),
 ) -> None:
     """Measured error of algorithms under low-precision policies, per layer and per network."""
+    networks = [n.strip().lower() for item in network or [] for n in item.split(",") if n.strip()]
+    if study_table or calibrate or finetune:
+        _trained_networks(algorithms, algorithm_opt, precision, networks, calibrate, finetune, study_table, seed,
+                          as_json)
+        return
     names = [*(algorithms or []), *(algorithm_opt or [])]
     if not names:
         raise InputError("give at least one algorithm, e.g. novagen accuracy \"F(6,3)/nova\" --precision fp16")
     precisions = [policy(p).name for item in precision for p in item.split(",") if p.strip()]
-    networks = [n.strip().lower() for item in network or [] for n in item.split(",") if n.strip()]
     shape = parse_layer(layer) if layer else (1, 64, 56, 56, 64)
     if plot is not None:
         check_plot_path(plot, force)
@@ -81,3 +92,62 @@ def accuracy_cmd(
         print_json({"rows": rows, "seed": seed, "balanced": balanced})
         return
     out().print(tables.accuracy_table(rows))
+
+
+def _trained_networks(algorithms: list[str] | None, algorithm_opt: list[str] | None, precision: list[str],
+                      networks: list[str], calibrate: int, finetune: int, study_table: bool, seed: int,
+                      as_json: bool) -> None:
+    """--calibrate / --finetune / --study on the networks trained here (novagen.datasets)."""
+    from novagen.datasets import NETWORKS as TRAINED
+    from novagen.lowprecision import study, variant
+
+    bad = [n for n in networks if n not in TRAINED] or ([] if networks else ["(none)"])
+    if bad:
+        raise InputError(f"--calibrate, --finetune and --study take --network {' or '.join(TRAINED)}, "
+                         f"got {', '.join(bad)}")
+    if calibrate < 0 or finetune < 0:
+        raise InputError("--calibrate and --finetune must be at least 0")
+    console = err()
+    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task("training")
+
+        def say(message: str) -> None:
+            bar.update(task, description=message)
+
+        if study_table:
+            docs = [study(n, epochs=finetune or 2, calibration=calibrate or 256, seed=seed, progress=say)
+                    for n in networks]
+            if as_json:
+                print_json({"studies": docs})
+            else:
+                for d in docs:
+                    out().print(tables.lowprecision_table(d))
+            return
+        from novagen.datasets import accuracy, trained
+
+        names = [*(algorithms or []), *(algorithm_opt or [])]
+        if not names:
+            raise InputError("give at least one algorithm, or --study")
+        precisions = [policy(p).name for item in precision for p in item.split(",") if p.strip()]
+        rows = []
+        for net in networks:
+            say(f"training the {net} network")
+            model, data = trained(net, seed)
+            rows.append({"network": net, "algorithm": "direct", "precision": "fp32", "variant": "trained",
+                         "top1": accuracy(model, data.x_test, data.y_test)})
+            how = "finetuned" if finetune else "calibrated"
+            for name in names:
+                for prec in precisions:
+                    say(f"{net}: {name} {prec} {how}")
+                    top1, extra = variant(model, data, name, prec, how, finetune, calibrate or 256, seed=seed,
+                                          progress=say)
+                    rows.append({"network": net, "algorithm": name, "precision": prec, "variant": how,
+                                 "top1": top1, **extra})
+    if as_json:
+        print_json({"rows": rows, "seed": seed, "calibrate": calibrate, "finetune": finetune})
+        return
+    for r in rows:
+        pts = "; ".join(f"{x['learned']}: {', '.join(x['points'])}" for x in r.get("learned", []))
+        out().print(f"{r['network']}  {r['algorithm']:<16} {r['precision']:<9} {r['variant']:<10} "
+                    f"top-1 {r['top1']:.1%}  {pts}")

@@ -15,7 +15,7 @@ inf: NaN) and is counted at every stage, never clipped away.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,13 +67,17 @@ class Arrays(Protocol):
              fmt: str) -> Any: ...
 
 
-def store(x: Any, stage: Stage, ops: Arrays, taps: int = 0) -> tuple[Any, Any]:
+def store(x: Any, stage: Stage, ops: Arrays, taps: int = 0, scale: Any = None) -> tuple[Any, Any]:
     """(q, scale) of a tensor stored by a stage, its value q * scale; `taps` trailing axes are Winograd taps
-    (the axes a per-tap scale keeps)."""
+    (the axes a per-tap scale keeps).  The scale is this tensor's amax unless a calibrated `scale` is given
+    (any shape that broadcasts: per tensor, per tap, per output channel and tap)."""
     keep = taps if stage.scale == "tap" else 0
     if stage.store == "int8" or (stage.scale != "none" and stage.store not in ("fp64", "fp32")):
-        amax = ops.amax(x, keep)
-        scale = ops.where(amax > 0, amax / format_max(stage.store), 1.0)
+        if scale is None:
+            amax = ops.amax(x, keep)
+            scale = ops.where(amax > 0, amax / format_max(stage.store), 1.0)
+        else:
+            scale = ops.asarray(scale)
         if stage.store == "int8":
             return ops.clip(ops.rint(x / scale), -INT8_MAX, INT8_MAX), scale
         return ops.round(x / scale, stage.store), scale
@@ -140,46 +144,77 @@ def _finish(y: Any, pol: Policy, counts: dict[str, int], ops: Arrays, bias: Any 
     return q * scale
 
 
-def _operands(x: Any, w: Any, pol: Policy, counts: dict[str, int], ops: Arrays) -> tuple[Any, Any]:
-    xq, xs = store(x, pol.operands, ops)
-    wq, ws = store(w, pol.operands, ops)
+def _operands(x: Any, w: Any, pol: Policy, counts: dict[str, int], ops: Arrays,
+              scales: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+    sc = scales or {}
+    xq, xs = store(x, pol.operands, ops, scale=sc.get("x"))
+    wq, ws = store(w, pol.operands, ops, scale=sc.get("w"))
     _count(counts, "x", xq, ops)
     _count(counts, "w", wq, ops)
     return xq * xs, wq * ws
 
 
+def winograd_domain(x: Any, w: Any, algs: Sequence[Transforms], pol: Policy, pads: Pads, ops: Arrays,
+                    scales: Mapping[str, Any] | None = None, counts: dict[str, int] | None = None
+                    ) -> tuple[Any, Any, list[int]]:
+    """V = BT d B and U = G g Gᵀ in the transforms' compute format, before they are stored (what calibration
+    measures), and the output size."""
+    nd = len(algs)
+    counts = {} if counts is None else counts
+    xv, wv = _operands(x, w, pol, counts, ops, scales)
+    tiles, out = ops.tiles(xv, algs, pads)
+    it, ft = pol.input_transform, pol.filter_transform
+    V = transform(tiles, _matrices(algs, it.compute, 2), tiles.ndim - nd, it.compute, ops)
+    U = transform(wv, _matrices(algs, ft.compute, 1), 2, ft.compute, ops)
+    return V, U, out
+
+
 def winograd(x: Any, w: Any, algs: Sequence[Transforms], pol: Policy, pads: Pads, ops: Arrays,
-             bias: Any = None) -> tuple[Any, dict[str, int]]:
+             bias: Any = None, scales: Mapping[str, Any] | None = None) -> tuple[Any, dict[str, int]]:
     """Winograd correlation of x (N, C, *spatial) with w (K, C, *kernel), one 1D algorithm per spatial axis,
-    under a policy; returns y and the non-finite counts per stage (x, w, V, U, int32, M, y)."""
+    under a policy; returns y and the non-finite counts per stage (x, w, V, U, int32, M, y).  `scales` holds
+    calibrated scales ("x", "w", "V", "U") used instead of each tensor's own amax."""
     nd = len(algs)
     counts: dict[str, int] = {}
-    xv, wv = _operands(x, w, pol, counts, ops)
-    tiles, out = ops.tiles(xv, algs, pads)
+    sc = scales or {}
+    Vf, Uf, out = winograd_domain(x, w, algs, pol, pads, ops, scales, counts)
     it, ft, pt = pol.input_transform, pol.filter_transform, pol.product
-    V, vs = store(transform(tiles, _matrices(algs, it.compute, 2), tiles.ndim - nd, it.compute, ops), it, ops, nd)
-    U, us = store(transform(wv, _matrices(algs, ft.compute, 1), 2, ft.compute, ops), ft, ops, nd)
+    V, vs = store(Vf, it, ops, nd, sc.get("V"))
+    U, us = store(Uf, ft, ops, nd, sc.get("U"))
     _count(counts, "V", V, ops)
     _count(counts, "U", U, ops)
     acc = accumulate_channels(U, V, pt.compute, ops)
     if pt.compute == "int32":
         acc = int32_guard(acc, counts, ops)
-    M, ms = store(acc * (us * vs), pt, ops, nd)
+    M, ms = store(acc * _per_channel(us * vs, acc, nd, ops), pt, ops, nd)
     _count(counts, "M", M, ops)
     ot = pol.output_transform
     Y = transform(M * ms, _matrices(algs, ot.compute, 0), M.ndim - nd, ot.compute, ops)
     return _finish(ops.assemble(Y, out), pol, counts, ops, bias), counts
 
 
+def _per_channel(scale: Any, acc: Any, nd: int, ops: Arrays) -> Any:
+    """A U·V scale of shape (K, 1, *taps) (per output channel and tap) laid out for the accumulator
+    (N, K, *tiles, *taps); other shapes broadcast as they are."""
+    if getattr(scale, "ndim", 0) == nd + 2:
+        return scale.reshape(1, scale.shape[0], *([1] * (acc.ndim - 2 - nd)), *scale.shape[2:])
+    return scale
+
+
 def direct(x: Any, w: Any, pol: Policy, pads: Pads, ops: Arrays, stride: tuple[int, ...] = (1, 1),
-           dilation: tuple[int, ...] = (1, 1), groups: int = 1, bias: Any = None) -> tuple[Any, dict[str, int]]:
+           dilation: tuple[int, ...] = (1, 1), groups: int = 1, bias: Any = None,
+           scales: Mapping[str, Any] | None = None) -> tuple[Any, dict[str, int]]:
     """Direct correlation under the same policy: x and w stored as the GEMM operands would be (per-tensor
-    scales), products summed over (c, ky, kx) in the product stage's compute format."""
+    scales, or calibrated ones: "x" per tensor, "w" per output channel, shape (K, 1, 1, 1)), products summed
+    over (c, ky, kx) in the product stage's compute format."""
     counts: dict[str, int] = {}
-    xv, wv = _operands(x, w, pol, counts, ops)
+    sc = scales or {}
+    xv, wv = _operands(x, w, pol, counts, ops, {"x": sc.get("x")} if "x" in sc else None)
     per_tensor = "tensor" if pol.input_transform.scale != "none" else "none"
-    xq, xs = store(xv, Stage(pol.input_transform.store, pol.input_transform.compute, per_tensor), ops)
-    wq, ws = store(wv, Stage(pol.filter_transform.store, pol.filter_transform.compute, per_tensor), ops)
+    xq, xs = store(xv, Stage(pol.input_transform.store, pol.input_transform.compute, per_tensor), ops,
+                   scale=sc.get("x"))
+    wq, ws = store(wv, Stage(pol.filter_transform.store, pol.filter_transform.compute, per_tensor), ops,
+                   scale=sc.get("w"))
     _count(counts, "x", xq, ops)
     _count(counts, "w", wq, ops)
     xp = ops.pad(xq, pads)
@@ -190,6 +225,8 @@ def direct(x: Any, w: Any, pol: Policy, pads: Pads, ops: Arrays, stride: tuple[i
             acc = int32_guard(acc, counts, ops)
     else:
         acc = _direct_per_operation(xp, wq, fmt, stride, dilation, groups, ops)
+    if getattr(ws, "ndim", 0) == 4:  # per output channel
+        ws = ws.reshape(1, ws.shape[0], *([1] * (acc.ndim - 2)))
     return _finish(acc * (xs * ws), pol, counts, ops, bias), counts
 
 

@@ -28,9 +28,12 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
 
 
 def work_dtype(pol: Policy) -> torch.dtype:
-    """fp64 tensors when a stage stores or computes in fp64, else fp32 (which holds every narrower value)."""
+    """fp64 tensors when a stage stores or computes in fp64, or stores int8 (its scales and codes then come out
+    exactly as NumPy's float64 lab computes them: the int8 path agrees bit for bit); else fp32 (which holds
+    every narrower value)."""
     stages = (pol.operands, pol.input_transform, pol.filter_transform, pol.product, pol.output_transform)
-    return torch.float64 if any("fp64" in (s.store, s.compute) for s in stages) else torch.float32
+    wide = any("fp64" in (s.store, s.compute) or s.store == "int8" for s in stages)
+    return torch.float64 if wide else torch.float32
 
 
 class TorchArrays:
@@ -63,7 +66,8 @@ class TorchArrays:
         return x.abs().flatten(0, x.ndim - keep_last - 1).amax(0)
 
     def rint(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x)
+        """Round to integers; straight through in the backward pass (so training sees past int8 stages)."""
+        return x + (torch.round(x) - x).detach() if x.requires_grad else torch.round(x)
 
     def clip(self, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         return torch.clamp(x, lo, hi)

@@ -1,0 +1,93 @@
+"""The low-precision study of a trained network: how far calibration and Winograd-aware fine-tuning take
+int8 (and fp16/bf16 for F(8,3)) beyond the choice of points.
+
+One table per network (`novagen.datasets`: digits, shapes), every row the real test top-1 accuracy with
+the network's eligible 3×3 convolutions computed under the row's recipe (the others direct, in the same
+precision), measured by the exact emulator:
+
+- fp32, and fp32 trained `epochs` more (what the extra training alone gives);
+- direct int8 with per-output-channel weight scales, calibrated (the baseline a user would otherwise deploy);
+- per Winograd algorithm: int8 per tensor; int8 per tap; int8 per tap, calibrated; fine-tuned (learned points
+  and balancing, snapped, verified, calibrated) — F(4,3) and F(6,3);
+- per F(8,3) algorithm: fp16 and bf16, and each fine-tuned.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from novagen.datasets import Dataset, accuracy, train, trained
+from novagen.errors import InputError
+
+INT8_ALGORITHMS = ("F(4,3)/classic", "F(4,3)/nova", "F(4,3)/best", "F(6,3)/classic", "F(6,3)/nova", "F(6,3)/best")
+HALF_ALGORITHMS = ("F(8,3)/classic", "F(8,3)/nova", "F(8,3)/best")
+
+
+def _row(label: str, alg: str, precision: str, variant: str, top1: float, start: float, **extra: Any) -> dict:
+    return {"row": label, "algorithm": alg, "precision": precision, "variant": variant, "top1": top1,
+            "seconds": round(time.monotonic() - start, 1), **extra}
+
+
+def variant(model: torch.nn.Module, data: Dataset, alg: str, precision: str, how: str, epochs: int = 2,
+            calibration: int = 256, method: str = "percentile", seed: int = 0,
+            progress: Callable[[str], None] | None = None) -> tuple[float, dict[str, Any]]:
+    """Top-1 of one recipe `how` ("dynamic", "calibrated", "finetuned") and what it learned."""
+    from novagen.torch import replace_conv2d
+    from novagen.torch.calibrate import calibrate
+    from novagen.torch.finetune import finetune
+
+    q = replace_conv2d(model, alg, precision, others="direct")
+    calib = data.x_train[:calibration]
+    extra: dict[str, Any] = {}
+    quantized = precision.startswith("int8")
+    if how in ("calibrated", "finetuned") and quantized:
+        calibrate(q, calib, method, seed=seed)
+    if how == "finetuned":
+        rep = finetune(q, (data.x_train, data.y_train), epochs=epochs, seed=seed,
+                       calibrate=calib if quantized else None, calibrate_method=method,
+                       label=f"learned-{data.name}-{precision}", progress=progress)
+        extra = {"learned": rep.rows(), "losses": rep.losses}
+    return accuracy(q, data.x_test, data.y_test), extra
+
+
+def study(network: str, epochs: int = 2, calibration: int = 256, method: str = "percentile", seed: int = 0,
+          int8_algorithms: Sequence[str] = INT8_ALGORITHMS, half_algorithms: Sequence[str] = HALF_ALGORITHMS,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The table of one network (see the module docstring)."""
+    say = progress or (lambda message: None)
+    if epochs < 0 or calibration < 1:
+        raise InputError("epochs must be at least 0 and calibration images at least 1")
+    start = time.monotonic()
+    say(f"training the {network} network")
+    model, data = trained(network, seed)
+    trained_seconds = round(time.monotonic() - start, 1)
+    rows = [_row("fp32", "direct", "fp32", "trained", accuracy(model, data.x_test, data.y_test), start,
+                 seconds_training=trained_seconds)]
+    if epochs:
+        t = time.monotonic()
+        more = train(copy.deepcopy(model).train(), data, epochs, lr=3e-4, seed=seed + 1)
+        rows.append(_row(f"fp32 + {epochs} epochs", "direct", "fp32", "trained more",
+                         accuracy(more, data.x_test, data.y_test), t))
+    t = time.monotonic()
+    say("direct int8, per-channel, calibrated")
+    top1, _ = variant(model, data, "direct", "int8", "calibrated", calibration=calibration, method=method, seed=seed)
+    rows.append(_row("direct int8 (per channel, calibrated)", "direct", "int8", "calibrated", top1, t))
+    recipes = [(a, "int8", "dynamic") for a in int8_algorithms]
+    recipes += [(a, "int8-tap", how) for a in int8_algorithms for how in ("dynamic", "calibrated")]
+    recipes += [(a, p, "dynamic") for a in half_algorithms for p in ("fp16", "bf16")]
+    if epochs:
+        recipes += [(a, "int8-tap", "finetuned") for a in int8_algorithms]
+        recipes += [(a, p, "finetuned") for a in half_algorithms for p in ("fp16", "bf16")]
+    for alg, prec, how in recipes:
+        say(f"{network}: {alg} {prec} {how}")
+        t = time.monotonic()
+        top1, extra = variant(model, data, alg, prec, how, epochs, calibration, method, seed, progress)
+        rows.append(_row(f"{alg} {prec} {how}", alg, prec, how, top1, t, **extra))
+    return {"network": network, "dataset": {"train": len(data.y_train), "test": len(data.y_test)},
+            "epochs": epochs, "calibration_images": calibration, "method": method, "seed": seed, "rows": rows,
+            "seconds": round(time.monotonic() - start, 1)}

@@ -1,0 +1,144 @@
+"""`finetune`: Winograd-aware fine-tuning of a replaced model, learning exact algorithms.
+
+The model's emulated Winograd convolutions (`replace_conv2d(..., precision=...)`) become training
+surrogates (`novagen.torch.learned`) that share one `LearnedPoints` per algorithm, so the network learns one
+algorithm per tile size; the whole network trains with Adam (its weights at `lr`, the points and balancing
+at `lr_points`), rounding straight through.  Then the points are snapped to rationals, moved on the lattice
+while that lowers the loss measured by the exact emulator, verified, and the layers become emulated Winograd
+convolutions of the learned algorithm again (recalibrated when calibration data is given)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from novagen.algebra import Algorithm
+from novagen.errors import InputError
+from novagen.torch.emulated import WinogradConv2d
+from novagen.torch.learned import LearnedPoints, LearnedWinogradConv2d, learned_algorithm
+
+_SURROGATE = {"fp32": "fp32", "fp16": "fp16", "fp16-pure": "fp16", "bf16": "bf16", "bf16-pure": "bf16",
+              "int8": "int8", "int8-tap": "int8-tap"}
+
+
+@dataclass
+class FinetuneReport:
+    """What fine-tuning learned: per starting algorithm, the learned (verified) one and its points."""
+
+    algorithms: dict[str, Algorithm] = field(default_factory=dict)
+    layers: dict[str, str] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"from": src, "learned": alg.label, "points": [str(p) for p in alg.finite_points or ()],
+                 "hash": alg.content_hash} for src, alg in self.algorithms.items()]
+
+
+def _set(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, new)
+
+
+def _conv_like(mod: WinogradConv2d) -> nn.Conv2d:
+    conv = nn.Conv2d(mod.in_channels, mod.out_channels, mod.kernel_size, padding=tuple(p for p, _ in mod.padding),
+                     bias=mod.bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(mod.weight)
+        if mod.bias is not None:
+            conv.bias.copy_(mod.bias)
+    return conv
+
+
+def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: int = 3,
+             learn: Sequence[str] = ("points", "scales"), lr: float = 3e-4, lr_points: float = 2e-3, batch: int = 64,
+             seed: int = 0, max_denominator: int = 16, calibrate: Any = None, calibrate_method: str = "percentile",
+             label: str | None = None, progress: Callable[[str], None] | None = None) -> FinetuneReport:
+    """Fine-tune `model` (in place) on (inputs, labels), learning its Winograd algorithms (see the module
+    docstring); returns what was learned."""
+    from novagen.torch.calibrate import calibrate as run_calibration
+
+    start = time.monotonic()
+    x, y = data
+    mods = {name: m for name, m in model.named_modules() if isinstance(m, WinogradConv2d)}
+    if not mods:
+        raise InputError("nothing to fine-tune: no emulated Winograd convolution (replace_conv2d(model, alg, "
+                         "precision=...) first)")
+    report = FinetuneReport()
+    shared: dict[str, LearnedPoints] = {}
+    surrogates: dict[str, LearnedWinogradConv2d] = {}
+    for name, mod in mods.items():
+        a0, a1 = mod.algs
+        if a0 != a1:
+            raise InputError(f"{name}: fine-tuning learns one 1D algorithm nested on both axes")
+        prec = _SURROGATE.get(mod.policy.name)
+        if prec is None:
+            raise InputError(f"{name}: precision {mod.policy.name} has no training surrogate ({', '.join(_SURROGATE)})")
+        pts = shared.setdefault(mod.algorithm_label, LearnedPoints(a0, learn))
+        surrogates[name] = LearnedWinogradConv2d(_conv_like(mod), pts, prec)
+        _set(model, name, surrogates[name])
+        report.layers[name] = mod.algorithm_label
+    policies = {name: mods[name].policy for name in mods}
+    algo_params = [p for lp in shared.values() for p in lp.parameters() if p.requires_grad]
+    ids = {id(p) for p in algo_params}
+    others = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
+    groups = [{"params": others, "lr": lr}] + ([{"params": algo_params, "lr": lr_points}] if algo_params else [])
+    opt = torch.optim.Adam(groups)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(len(y), generator=g)
+        total, count = 0.0, 0
+        for i in range(0, len(y), batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+        report.losses.append(total / count)
+        if progress:
+            progress(f"epoch {epoch + 1}/{epochs}: loss {report.losses[-1]:.4f}")
+    model.eval()
+    probe = slice(0, min(len(y), 256))
+
+    def restore(algs: dict[str, Algorithm]) -> None:
+        for name, sur in surrogates.items():
+            new = WinogradConv2d.from_conv(_conv_like_surrogate(sur), algs[report.layers[name]], policies[name])
+            _set(model, name, new)
+
+    def loss_with(src: str, alg: Algorithm) -> float:
+        trial = {k: (alg if k == src else learned.get(k, v.source)) for k, v in shared.items()}
+        restore(trial)  # scored by the exact emulator (dynamic scales: calibration comes once, at the end)
+        with torch.no_grad():
+            return float(F.cross_entropy(model(x[probe]), y[probe]))
+
+    learned: dict[str, Algorithm] = {}
+    for src, lp in shared.items():
+        if progress:
+            progress(f"snapping and verifying the points learned from {src}")
+        spec = f"F({lp.m},{lp.r})"
+        name = f"{spec}/{label or 'learned'}"
+        learned[src] = learned_algorithm(lp, max_denominator, lambda alg, src=src: loss_with(src, alg), name)
+    restore(learned)
+    if calibrate is not None:
+        run_calibration(model, calibrate, calibrate_method, seed=seed)
+    report.algorithms = learned
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _conv_like_surrogate(sur: LearnedWinogradConv2d) -> nn.Conv2d:
+    conv = nn.Conv2d(sur.weight.shape[1], sur.weight.shape[0], sur.r, padding=sur.padding, bias=sur.bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(sur.weight)
+        if sur.bias is not None:
+            conv.bias.copy_(sur.bias)
+    return conv

@@ -1,0 +1,88 @@
+"""Low precision beyond point choice: calibrated static scales (deterministic, the torch module equal to
+the NumPy lab bit for bit, overflow counted), Winograd-aware fine-tuning that ends in a verified algorithm,
+and the procedural dataset."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import novagen  # noqa: E402
+from novagen.precision import policy  # noqa: E402
+from novagen.precision.emulator import winograd  # noqa: E402
+from novagen.precision.numpy_arrays import NumpyArrays  # noqa: E402
+from novagen.torch import replace_conv2d  # noqa: E402
+from novagen.torch.calibrate import calibrate  # noqa: E402
+from novagen.torch.finetune import finetune  # noqa: E402
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+
+
+def test_calibration_is_deterministic_and_fixes_the_scales():
+    x = torch.randn(40, 3, 12, 12)
+    scales = []
+    for _ in range(2):
+        q = replace_conv2d(_net(), "F(4,3)/best", "int8-tap")
+        scales.append(calibrate(q, x, "percentile", seed=3))
+    assert scales[0] == scales[1]
+    v = np.array(scales[0]["0"]["V"])
+    assert v.shape == (6, 6) and (v > 0).all() and np.array(scales[0]["0"]["U"]).shape == (8, 1, 6, 6)
+    q = replace_conv2d(_net(), "F(4,3)/best", "int8-tap")
+    mx = calibrate(q, x, "max", seed=3)
+    assert (np.array(mx["0"]["V"]) >= v).all()  # the max never clips: its scales are the largest
+    # with static scales, a batch's output does not depend on the rest of the batch
+    with torch.no_grad():
+        assert torch.allclose(q(x[:5])[2], q(x[2:3])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_calibrated_int8_module_matches_the_numpy_lab_bit_for_bit():
+    q = replace_conv2d(_net(), "F(6,3)/best", "int8-tap")
+    x = torch.randn(6, 3, 11, 9)
+    calibrate(q, x, "mse", seed=0)
+    mod = q[0]
+    with torch.no_grad():
+        got = mod(x[:2]).double().numpy()
+    ref, counts = winograd(x[:2].double().numpy(), mod.weight.detach().double().numpy(), mod.algs,
+                           policy("int8-tap"), mod.padding, NumpyArrays(),
+                           mod.bias.detach().double().numpy(), {k: v.double().numpy() for k, v in mod.scales.items()})
+    assert np.array_equal(got, ref.astype(np.float32).astype(np.float64)) and counts.get("int32", 0) == 0
+
+
+def test_int32_overflow_is_counted(monkeypatch):
+    import novagen.precision.emulator as em
+
+    monkeypatch.setattr(em, "INT32_MAX", 1000)
+    q = replace_conv2d(_net(), "F(2,3)/classic", "int8-tap")
+    with torch.no_grad():
+        y = q[0](torch.randn(1, 3, 8, 8) * 10)
+    assert q[0].overflows["int32"] > 0 and torch.isnan(y).any()
+
+
+def test_finetuning_learns_points_that_verify():
+    torch.manual_seed(0)
+    x = torch.randn(96, 3, 12, 12)
+    yl = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
+    q = replace_conv2d(_net(), "F(4,3)/classic", "int8-tap")
+    rep = finetune(q, (x, yl), epochs=2, batch=32, max_denominator=8, calibrate=x[:32], label="learned-test")
+    (alg,) = rep.algorithms.values()
+    novagen.verify(alg)
+    assert alg.label == "F(4,3)/learned-test" and all(p.denominator <= 8 for p in alg.finite_points)
+    assert set(rep.layers) == {"0", "2"} and len(rep.losses) == 2
+    # the model now runs the learned algorithm in the exact emulator, calibrated
+    assert q[0].algs[0] == alg and q[0].scales is not None
+    with torch.no_grad():
+        assert torch.isfinite(q(x[:4])).all()
+
+
+def test_procedural_shapes_are_seeded_and_balanced():
+    from novagen.datasets import SHAPES, shapes_data
+
+    a, b = shapes_data(200, 50, seed=1), shapes_data(200, 50, seed=1)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    assert a.x_train.shape == (200, 3, 32, 32) and sorted(set(a.y_train.tolist())) == list(range(len(SHAPES)))
+    assert not torch.equal(a.x_train, shapes_data(200, 50, seed=2).x_train)
