@@ -105,7 +105,8 @@ def test_generate_refuses_to_clobber_and_writes_nothing_then(capsys, tmp_path):
     assert code == 0 and (out / "README.md").read_text() != "my project\n"
     assert stat.S_IMODE((out / "build.sh").stat().st_mode) & 0o111
     deep = tmp_path / "a" / "b"
-    code, _, _, _ = cli(capsys, "generate", "F(2,3)/classic", "--target", "verilog", "-o", deep)
+    code, _, _, _ = cli(capsys, "generate", "F(2,3)/classic", "--target", "verilog", "--self-test",
+                          "-o", deep)
     assert code == 0 and (deep / "run_sim.sh").exists()  # an output folder is created with its parents
 
 

@@ -53,13 +53,13 @@ def layer_design(alg: Algorithm, layer: tuple[int, ...], padding: int, bits: Any
     n, c, h, w_, k = layer
     if h + 2 * padding < alg.r or w_ + 2 * padding < alg.r:
         raise InputError(f"input {h}x{w_} with padding {padding} is smaller than the {alg.r}x{alg.r} kernel")
+    require_memory(200.0 * (k * c * alg.alpha ** 2 + n * c * h * w_ + n * k * h * w_),
+                   f"the fixed-point model of layer {layer}")
     if weights is None and not self_test:
         raise InputError(f"the {target} target needs the layer's weights: --weights FILE (.npy, .npz, a torch "
                          "state dict or an ONNX model, FILE:NAME to pick one), or --self-test for random weights")
     if weights is not None and self_test:
         raise InputError("give --weights or --self-test, not both")
-    require_memory(200.0 * (k * c * alg.alpha ** 2 + n * c * h * w_ + n * k * h * w_),
-                   f"the fixed-point model of layer {layer}")
     x, w = layer_test_data(layer, design(alg, bits).in_bits, alg.r, seed)
     source = f"random (self-test, seed {seed})"
     if weights is not None:

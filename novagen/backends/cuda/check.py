@@ -85,14 +85,17 @@ LAUNCHES = (("F(4,3)/best", "fp16", (2, 19, 13, 17, 21), None, False),
 compute-sanitizer and Nsight Compute."""
 
 
-def launches(log: Any = print) -> None:
-    """Run LAUNCHES once each (under compute-sanitizer or ncu: `--launches`)."""
+def launches(log: Any = print, small: bool = False) -> None:
+    """Run LAUNCHES once each (under compute-sanitizer or ncu: `--launches`); `small` leaves out the batch-32
+    launch, which the sanitizers would take minutes over."""
     import torch
 
     from novagen.catalog import algorithm
 
     torch.manual_seed(0)
     for name, dtype, shape, splits, relu in LAUNCHES:
+        if small and shape[0] > 8:
+            continue
         k = CudaKernel(algorithm(name), dtype=dtype, padding=1, relu=relu, splits=splits)
         n, c, h, w, kk = shape
         x = torch.randn(n, c, h, w, device="cuda", dtype=k.torch_dtype)
@@ -202,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ptxas", action="store_true", help="registers and spills of each kernel (no GPU needed)")
     ap.add_argument("--launches", action="store_true", help="small launches over every path (for compute-sanitizer "
                     "and ncu)")
+    ap.add_argument("--small", action="store_true", help="with --launches: leave out the batch-32 launch")
     ap.add_argument("--arch", default=None, help="sm_80, sm_90, ... (default: the GPU's, else sm_80)")
     ap.add_argument("--json", default=None, help="write the benchmark rows to this file")
     ap.add_argument("--bounds", default=None, help="the self-test's bars from this file (see --write-bounds)")
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA GPU visible to PyTorch: the self-test, benchmark and launches need one", file=sys.stderr)
         return 2
     if args.launches:
-        launches()
+        launches(small=args.small)
     ok = True
     if args.selftest:
         import json
