@@ -14,7 +14,8 @@ from novagen.torch.learned import LearnedWinogradConv2d, cook_toom, learned_algo
 @pytest.mark.parametrize("name", ["F(2,3)/classic", "F(4,3)/nova", "F(6,3)/best", "F(8,3)/best"])
 def test_float_cook_toom_matches_the_exact_one(name):
     cat = novagen.algorithm(name)
-    alg = novagen.algebra.build(f"F({cat.m},{cat.r})", cat.points)  # the raw construction (catalog entries may be balanced)
+    # the raw construction (catalog entries may be balanced)
+    alg = novagen.algebra.build(f"F({cat.m},{cat.r})", cat.points)
     pts = torch.tensor([float(p) for p in alg.finite_points], dtype=torch.float64)
     AT, G, BT = cook_toom(pts, alg.m, alg.r)
     for got, want in zip((AT, G, BT), alg.matrices("float64")):
