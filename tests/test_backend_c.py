@@ -74,6 +74,32 @@ def test_bias_relu_small_tile_block_and_cached_weights():
     assert rel_err(kernel(x, w2), np.maximum(correlate_direct(x, w2, 1), 0)) < TOL[8]
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_per_thread_and_blocked_paths_agree_with_direct(layout):
+    """Small U (C, K of a few dozen) runs each thread's chunks through all stages; large U (C = K = 256
+    with F(4,3): 9.4 MB, more than four L2s) runs the stages over shared blocks.  Both, with several chunks or blocks and a
+    ragged last one, bias and ReLU, in both layouts, match the float64 correlation."""
+    import ctypes
+
+    alg = novagen.algorithm("F(4,3)/nova")
+    rng = np.random.default_rng(7)
+    for n, c, h, w, k in ((3, 24, 30, 33, 40), (1, 256, 6, 7, 256)):
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        wt = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        kernel = novagen.compile(alg, padding=1, relu=True, threads=2, layout=layout)
+        xin = x.transpose(0, 2, 3, 1).copy() if layout == "NHWC" else x
+        y = kernel(xin, wt, b)
+        y = y.transpose(0, 3, 1, 2) if layout == "NHWC" else y
+        ref = np.maximum(correlate_direct(x, wt, 1) + b[None, :, None, None], 0)
+        assert rel_err(y, ref) < TOL[6]
+        tiles = n * -(-h // 4) * -(-w // 4)
+        chunk = kernel._fn("tile_block")(ctypes.byref(kernel._shape))
+        if c == 24:
+            assert tiles > 2 * chunk and tiles % chunk  # several chunks, the last one ragged
+        assert (kernel._fn("local_chunk")(ctypes.byref(kernel._shape)) > 0) == (c == 24)
+
+
 def test_generated_transforms_match_matrices():
     alg = novagen.algorithm("F(6,3)/nova")
     AT, G, BT = alg.matrices("float64")

@@ -108,7 +108,8 @@ def build(alg: Algorithm, flags: tuple[str, ...] = FLAGS) -> Library:
 def _load(path: str, name: str) -> Any:
     lib = ctypes.CDLL(path)
     ptr, shape = ctypes.c_void_p, ctypes.POINTER(Shape)
-    for fn, args, res in (("tile_block", [shape], ctypes.c_long), ("workspace_floats", [shape], ctypes.c_long),
+    for fn, args, res in (("tile_block", [shape], ctypes.c_long), ("local_chunk", [shape], ctypes.c_long),
+                          ("workspace_floats", [shape], ctypes.c_long),
                           ("weight_floats", [shape], ctypes.c_long), ("transform_weights", [shape, ptr, ptr], None),
                           ("conv2d", [shape, ptr, ptr, ptr, ptr, ptr], None), ("input_tile", [ptr, ptr], None),
                           ("output_tile", [ptr, ptr], None), ("filter_tile", [ptr, ptr], None),
