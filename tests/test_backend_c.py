@@ -77,8 +77,8 @@ def test_bias_relu_small_tile_block_and_cached_weights():
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_per_thread_and_blocked_paths_agree_with_direct(layout):
     """Small U (C, K of a few dozen) runs each thread's chunks through all stages; large U (C = K = 256
-    with F(4,3): 9.4 MB, more than four L2s) runs the stages over shared blocks.  Both, with several chunks or blocks and a
-    ragged last one, bias and ReLU, in both layouts, match the float64 correlation."""
+    with F(4,3): 9.4 MB, more than four L2s) runs the stages over shared blocks.  Both, with several chunks
+    or blocks and a ragged last one, bias and ReLU, in both layouts, match the float64 correlation."""
     import ctypes
 
     alg = novagen.algorithm("F(4,3)/nova")

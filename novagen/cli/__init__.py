@@ -1,6 +1,7 @@
 """The `novagen` command line: a thin layer over the Python API, one module per command or group of
 commands (`transforms`: show, verify, export, catalog; `search`; `kernels`: generate, hls-sim, rtl-sim;
-`hardware`; `bench`; `tune`: tune, tune-model; `accuracy`), with the tables in `tables` and figures in `plots`.
+`hardware`; `bench`; `tune`: tune, tune-model; `accuracy`; `lowprec`: calibrate, finetune), with the
+tables in `tables` and figures in `plots`.
 
 Tables by default, `--json` for machines.  Exit status: 0 success, 1 a check that ran and failed,
 2 bad input (one line on stderr, never a traceback).
@@ -15,7 +16,7 @@ import sys
 import typer
 
 from novagen import interrupts
-from novagen.cli import accuracy, bench, hardware, kernels, search, transforms, tune
+from novagen.cli import accuracy, bench, hardware, kernels, lowprec, search, transforms, tune
 from novagen.errors import NovagenError
 
 app = typer.Typer(
@@ -31,7 +32,8 @@ for name, command in (("show", transforms.show), ("verify", transforms.verify_cm
                       ("generate", kernels.generate), ("hls-sim", kernels.hls_sim), ("rtl-sim", kernels.rtl_sim_cmd),
                       ("hardware", hardware.hardware_cmd), ("bench", bench.bench), ("tune", tune.tune_cmd),
                       ("tune-model", tune.tune_model_cmd),
-                      ("accuracy", accuracy.accuracy_cmd)):
+                      ("accuracy", accuracy.accuracy_cmd), ("calibrate", lowprec.calibrate_cmd),
+                      ("finetune", lowprec.finetune_cmd)):
     app.command(name)(command)
 
 
