@@ -79,6 +79,19 @@ def test_finetuning_learns_points_that_verify():
         assert torch.isfinite(q(x[:4])).all()
 
 
+def test_finetuning_skips_non_finite_steps_and_never_ends_in_nan_points():
+    torch.manual_seed(0)
+    x = torch.randn(96, 3, 12, 12)
+    yl = (x[:, 0].mean((1, 2)) > 0).long()
+    x[40] = float("inf")  # one poisoned image: the batch holding it is skipped, once per epoch
+    q = replace_conv2d(_net(), "F(4,3)/classic", "fp16")
+    rep = finetune(q, (x, yl), epochs=2, batch=32, max_denominator=8, label="learned-guard")
+    assert rep.skipped == 2  # one batch per epoch
+    assert all(np.isfinite(v) for v in rep.losses) and rep.diverged == []
+    (alg,) = rep.algorithms.values()
+    assert novagen.verify(alg).verified
+
+
 def test_procedural_shapes_are_seeded_and_balanced():
     from novagen.datasets import SHAPES, shapes_data
 

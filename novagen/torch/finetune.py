@@ -35,10 +35,17 @@ class FinetuneReport:
     layers: dict[str, str] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: int = 0                                        # steps skipped for a non-finite loss or gradient
+    diverged: list[str] = field(default_factory=list)       # algorithms whose points left the finite numbers
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"from": src, "learned": alg.label, "points": [str(p) for p in alg.finite_points or ()],
-                 "hash": alg.content_hash} for src, alg in self.algorithms.items()]
+                 "hash": alg.content_hash, "diverged": src in self.diverged} for src, alg in self.algorithms.items()]
+
+
+CLIP_POINTS = 1.0
+"""Largest gradient norm of an algorithm's parameters per step: points move a little at a time, so two
+never jump across each other (Cook–Toom needs them distinct)."""
 
 
 def _set(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -100,10 +107,18 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
             idx = perm[i:i + batch]
             opt.zero_grad()
             loss = F.cross_entropy(model(x[idx]), y[idx])
+            if not torch.isfinite(loss):  # an overflowing batch (fp16, colliding points): skip its step
+                report.skipped += 1
+                continue
             loss.backward()
+            if algo_params:
+                torch.nn.utils.clip_grad_norm_(algo_params, CLIP_POINTS)
+            if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in algo_params + others):
+                report.skipped += 1
+                continue
             opt.step()
             total, count = total + loss.item() * len(idx), count + len(idx)
-        report.losses.append(total / count)
+        report.losses.append(total / count if count else float("nan"))
         if progress:
             progress(f"epoch {epoch + 1}/{epochs}: loss {report.losses[-1]:.4f}")
     model.eval()
@@ -122,6 +137,10 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
 
     learned: dict[str, Algorithm] = {}
     for src, lp in shared.items():
+        if not all(torch.isfinite(p).all() for p in lp.parameters()):
+            report.diverged.append(src)  # keep the algorithm it started from
+            learned[src] = lp.source
+            continue
         if progress:
             progress(f"snapping and verifying the points learned from {src}")
         spec = f"F({lp.m},{lp.r})"
