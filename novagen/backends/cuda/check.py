@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--launches", action="store_true", help="small launches over every path (for compute-sanitizer "
                     "and ncu)")
     ap.add_argument("--small", action="store_true", help="with --launches: leave out the batch-32 launch")
+    ap.add_argument("--batches", default="1,32", help="with --bench: the batch sizes (default 1,32)")
     ap.add_argument("--arch", default=None, help="sm_80, sm_90, ... (default: the GPU's, else sm_80)")
     ap.add_argument("--json", default=None, help="write the benchmark rows to this file")
     ap.add_argument("--bounds", default=None, help="the self-test's bars from this file (see --write-bounds)")
@@ -251,7 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.bench:
         import json
 
-        rows = benchmark()
+        try:
+            batches = tuple(int(b) for b in args.batches.split(","))
+        except ValueError:
+            batches = ()
+        if not batches or min(batches) < 1 or max(batches) > 1024:
+            print(f"--batches {args.batches}: give batch sizes from 1 to 1024, comma-separated", file=sys.stderr)
+            return 2
+        rows = benchmark(batches=batches)
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(rows, fh, indent=1, default=str)
