@@ -38,8 +38,8 @@ def variant(model: torch.nn.Module, data: Dataset, alg: str, precision: str, how
             progress: Callable[[str], None] | None = None) -> tuple[float, dict[str, Any]]:
     """Top-1 of one recipe `how` ("dynamic", "calibrated", "finetuned") and what it learned."""
     from novagen.torch import replace_conv2d
-    from novagen.torch.calibrate import calibrate
-    from novagen.torch.finetune import finetune
+    from novagen.torch.scales import calibrate
+    from novagen.torch.training import finetune
 
     q = replace_conv2d(model, alg, precision, others="direct")
     calib = data.x_train[:calibration]

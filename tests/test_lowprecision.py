@@ -12,8 +12,8 @@ from novagen.precision import policy  # noqa: E402
 from novagen.precision.emulator import winograd  # noqa: E402
 from novagen.precision.numpy_arrays import NumpyArrays  # noqa: E402
 from novagen.torch import replace_conv2d  # noqa: E402
-from novagen.torch.calibrate import calibrate  # noqa: E402
-from novagen.torch.finetune import finetune  # noqa: E402
+from novagen.torch.scales import calibrate  # noqa: E402
+from novagen.torch.training import finetune  # noqa: E402
 
 
 def _net(seed=0):
@@ -90,6 +90,20 @@ def test_finetuning_skips_non_finite_steps_and_never_ends_in_nan_points():
     assert all(np.isfinite(v) for v in rep.losses) and rep.diverged == []
     (alg,) = rep.algorithms.values()
     assert novagen.verify(alg).verified
+
+
+def test_package_functions_survive_importing_every_submodule():
+    """novagen.torch.calibrate and .finetune are functions; a submodule of the same name, once imported,
+    would replace them on the package (the CLI's finetune failed that way in CI)."""
+    import importlib
+    import pkgutil
+
+    import novagen.torch as nt
+
+    for info in pkgutil.iter_modules(nt.__path__):
+        importlib.import_module(f"novagen.torch.{info.name}")
+    for name in ("calibrate", "finetune", "learned_algorithm", "replace_conv2d"):
+        assert callable(getattr(nt, name)) and not isinstance(getattr(nt, name), type(nt)), name
 
 
 def test_procedural_shapes_are_seeded_and_balanced():

@@ -16,15 +16,15 @@ from novagen.torch.replace import replace_conv2d
 
 
 def calibrate(*args: object, **kwargs: object) -> object:
-    """`novagen.torch.calibrate.calibrate`: static int8 scales of a replaced model from data."""
-    from novagen.torch.calibrate import calibrate as run
+    """`novagen.torch.scales.calibrate`: static int8 scales of a replaced model from data."""
+    from novagen.torch.scales import calibrate as run
 
     return run(*args, **kwargs)  # type: ignore[arg-type]
 
 
 def finetune(*args: object, **kwargs: object) -> object:
-    """`novagen.torch.finetune.finetune`: Winograd-aware fine-tuning that learns verified algorithms."""
-    from novagen.torch.finetune import finetune as run
+    """`novagen.torch.training.finetune`: Winograd-aware fine-tuning that learns verified algorithms."""
+    from novagen.torch.training import finetune as run
 
     return run(*args, **kwargs)  # type: ignore[arg-type]
 

@@ -98,7 +98,7 @@ def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: s
             new = DirectConv2d.from_conv(mod, pol)
         _set_submodule(out, name, new)
     if calibrate is not None:
-        from novagen.torch.calibrate import calibrate as run_calibration
+        from novagen.torch.scales import calibrate as run_calibration
 
         report.scales = run_calibration(out, calibrate, calibrate_method)
     out.novagen_replacement = report  # type: ignore[assignment]

@@ -69,7 +69,7 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
              label: str | None = None, progress: Callable[[str], None] | None = None) -> FinetuneReport:
     """Fine-tune `model` (in place) on (inputs, labels), learning its Winograd algorithms (see the module
     docstring); returns what was learned."""
-    from novagen.torch.calibrate import calibrate as run_calibration
+    from novagen.torch.scales import calibrate as run_calibration
 
     start = time.monotonic()
     x, y = data
