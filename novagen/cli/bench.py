@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +131,8 @@ def _bench_model(target: str, model: str, batch: int, trials: int, db: Path, rep
         raise InputError("--target tvm-llvm --model runs batch 1")
     from novagen.backends import tvm as nt
 
-    console = err()
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(f"{model}", total=None)
-        result = nt.bench_model(model, trials, db, repeats=repeats, threads=threads,
-                                progress=lambda msg: bar.update(task, description=f"{model}: {msg}"))
+    result = _with_spinner(model, lambda say: nt.bench_model(model, trials, db, repeats=repeats, threads=threads,
+                                                             progress=say))
     if as_json:
         print_json(result)
         return
@@ -146,14 +144,19 @@ def _bench_model(target: str, model: str, batch: int, trials: int, db: Path, rep
                   f"{result['novagen_vs_torch']:.2f}x")
 
 
+def _with_spinner(label: str, run: Callable[[Callable[[str], None]], dict[str, Any]]) -> dict[str, Any]:
+    """run(say) under a progress line on stderr that shows each message `say` gets, prefixed by `label`."""
+    console = err()
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+        return run(lambda msg: bar.update(task, description=f"{label}: {msg}"))
+
+
 def _bench_torch_model(model: str, batch: int, repeats: int, threads: int | None, as_json: bool) -> None:
     from novagen.bench import bench_model
 
-    console = err()
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(model, total=None)
-        result = bench_model(model, batch, repeats=repeats, threads=threads,
-                             progress=lambda msg: bar.update(task, description=f"{model}: {msg}"))
+    result = _with_spinner(model, lambda say: bench_model(model, batch, repeats=repeats, threads=threads,
+                                                          progress=say))
     if as_json:
         print_json(result)
         return

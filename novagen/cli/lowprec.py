@@ -71,12 +71,14 @@ def calibrate_cmd(
     model = load_model(model_path)
     x, y = load_data(data)
     start = time.monotonic()
-    dynamic, _ = _quantized(nt, model, algorithm, precision)
     model_q, report = _quantized(nt, model, algorithm, precision, x[:samples], method)
+    top1 = None
+    if y is not None:  # the dynamic-scale model only for the comparison the labels allow
+        dynamic, _ = _quantized(nt, model, algorithm, precision)
+        top1 = {"fp32": _accuracy(model, x, y), "dynamic": _accuracy(dynamic, x, y),
+                "calibrated": _accuracy(model_q, x, y)}
     doc = {"model": str(model_path), "algorithm": algorithm, "precision": precision, "method": method,
-           "samples": min(samples, len(x)), "replaced": report.replaced, "skipped": report.skipped,
-           "top1": {"fp32": _accuracy(model, x, y), "dynamic": _accuracy(dynamic, x, y),
-                    "calibrated": _accuracy(model_q, x, y)} if y is not None else None,
+           "samples": min(samples, len(x)), "replaced": report.replaced, "skipped": report.skipped, "top1": top1,
            "seconds": round(time.monotonic() - start, 2),
            "scales": {name: {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in sc.items()}
                       for name, sc in report.scales.items()}}
@@ -171,5 +173,5 @@ def _state_bytes(torch: Any, model: Any) -> bytes:
     import io
 
     buf = io.BytesIO()
-    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, buf)
+    torch.save(model.state_dict(), buf)
     return buf.getvalue()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from novagen.errors import InputError
+from novagen.torch.replace import set_submodule
 
 MODEL_SUFFIXES = (".pt2", ".pt", ".pth")
 
@@ -54,7 +55,7 @@ def conv_modules(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
         conv.weight = weight
         if bias is not None:
             conv.bias = bias
-        _set(gm, path, conv)
+        set_submodule(gm, path, conv)
         with gm.graph.inserting_before(node):
             call = gm.graph.call_module(path, (node.args[0],))
         node.replace_all_uses_with(call)
@@ -62,11 +63,6 @@ def conv_modules(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
-
-
-def _set(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, new)
 
 
 def load_model(path: str | Path) -> nn.Module:

@@ -20,7 +20,8 @@ from novagen.torch.fast import KernelConv2d
 BACKENDS = ("emulate", "c")
 
 
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+def set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` at the dotted path `name` of `root` (replacing what is there)."""
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, new)
@@ -71,7 +72,7 @@ def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: s
                 continue
             reason = ineligible(mod, (algs[0].r, algs[0].r))
             if reason is None:
-                _set_submodule(out, name, KernelConv2d(mod, algs))
+                set_submodule(out, name, KernelConv2d(mod, algs))
                 report.replaced.append(name)
             else:
                 report.skipped.append((name, reason))
@@ -96,7 +97,7 @@ def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: s
             if others == "keep":
                 continue
             new = DirectConv2d.from_conv(mod, pol)
-        _set_submodule(out, name, new)
+        set_submodule(out, name, new)
     if calibrate is not None:
         from novagen.torch.scales import calibrate as run_calibration
 

@@ -22,6 +22,7 @@ from novagen.algebra import Algorithm
 from novagen.errors import InputError
 from novagen.torch.emulated import WinogradConv2d
 from novagen.torch.learned import LearnedPoints, LearnedWinogradConv2d, learned_algorithm
+from novagen.torch.replace import set_submodule
 
 _SURROGATE = {"fp32": "fp32", "fp16": "fp16", "fp16-pure": "fp16", "bf16": "bf16", "bf16-pure": "bf16",
               "int8": "int8", "int8-tap": "int8-tap"}
@@ -46,11 +47,6 @@ class FinetuneReport:
 CLIP_POINTS = 1.0
 """Largest gradient norm of an algorithm's parameters per step: points move a little at a time, so two
 never jump across each other (Cook–Toom needs them distinct)."""
-
-
-def _set(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, new)
 
 
 def _conv_like(mod: WinogradConv2d) -> nn.Conv2d:
@@ -89,7 +85,7 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
             raise InputError(f"{name}: precision {mod.policy.name} has no training surrogate ({', '.join(_SURROGATE)})")
         pts = shared.setdefault(mod.algorithm_label, LearnedPoints(a0, learn))
         surrogates[name] = LearnedWinogradConv2d(_conv_like(mod), pts, prec)
-        _set(model, name, surrogates[name])
+        set_submodule(model, name, surrogates[name])
         report.layers[name] = mod.algorithm_label
     policies = {name: mods[name].policy for name in mods}
     algo_params = [p for lp in shared.values() for p in lp.parameters() if p.requires_grad]
@@ -127,7 +123,7 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
     def restore(algs: dict[str, Algorithm]) -> None:
         for name, sur in surrogates.items():
             new = WinogradConv2d.from_conv(_conv_like_surrogate(sur), algs[report.layers[name]], policies[name])
-            _set(model, name, new)
+            set_submodule(model, name, new)
 
     def loss_with(src: str, alg: Algorithm) -> float:
         trial = {k: (alg if k == src else learned.get(k, v.source)) for k, v in shared.items()}

@@ -212,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bounds", default=None, help="the self-test's bars from this file (see --write-bounds)")
     ap.add_argument("--write-bounds", default=None, help="compute the self-test's bars into this file (no GPU)")
     args = ap.parse_args(argv)
+    try:
+        batches = tuple(int(b) for b in args.batches.split(","))
+    except ValueError:
+        batches = ()
+    if not batches or min(batches) < 1 or max(batches) > 1024:
+        print(f"--batches {args.batches}: give batch sizes from 1 to 1024, comma-separated", file=sys.stderr)
+        return 2
     if args.write_bounds:
         import json
 
@@ -252,13 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.bench:
         import json
 
-        try:
-            batches = tuple(int(b) for b in args.batches.split(","))
-        except ValueError:
-            batches = ()
-        if not batches or min(batches) < 1 or max(batches) > 1024:
-            print(f"--batches {args.batches}: give batch sizes from 1 to 1024, comma-separated", file=sys.stderr)
-            return 2
         rows = benchmark(batches=batches)
         if args.json:
             with open(args.json, "w") as fh:

@@ -70,26 +70,25 @@ def engine_lines(des: FixedPointDesign, name: str, pk: int) -> tuple[list[str], 
     def tap(bus: str, idx: int, width: int) -> str:
         return f"$signed({bus}[{idx * width + width - 1}:{idx * width}])"
 
+    def registered_pass(kind: str, inst: str, inputs: list[str], suffixes: list[str], stage: str, key: str) -> None:
+        """One transform pass: its instance, each output rounded to the width of `key` and registered as
+        `stage`_suffix (raw `key`r_suffix, rounded `key`n_suffix)."""
+        rtl = ps[kind][0]
+        decl.extend(instance(rtl, inst, inputs, [f"{key}r_{s}" for s in suffixes]))
+        for o, s in zip(rtl.outputs, suffixes):
+            decl.extend(round_lines(f"{key}r_{s}", o["width"], sh[key], f"{key}n_{s}", w[key]))
+            decl.append(f"reg signed [{w[key] - 1}:0] {stage}_{s};")
+            seq.append(f"{stage}_{s} <= {key}n_{s};")
+
     # S1: row pass of B̂ on each row of the input tile
-    rtl = ps["bt_row"][0]
     for i in range(a):
-        ins = [f"d_{i}_{j}" for j in range(a)]
         decl += [f"wire signed [{w['in'] - 1}:0] d_{i}_{j} = {tap('in_tile', i * a + j, w['in'])};" for j in range(a)]
-        outs = [f"zr_{i}_{j}" for j in range(a)]
-        decl += instance(rtl, f"row{i}", ins, outs)
-        for j, o in enumerate(rtl.outputs):
-            decl += round_lines(f"zr_{i}_{j}", o["width"], sh["z"], f"zn_{i}_{j}", w["z"])
-            decl.append(f"reg signed [{w['z'] - 1}:0] s1_z_{i}_{j};")
-            seq.append(f"s1_z_{i}_{j} <= zn_{i}_{j};")
+        registered_pass("bt_row", f"row{i}", [f"d_{i}_{j}" for j in range(a)], [f"{i}_{j}" for j in range(a)],
+                        "s1_z", "z")
     # S2: column pass of B̂
-    rtl = ps["bt_col"][0]
     for j in range(a):
-        outs = [f"vr_{i}_{j}" for i in range(a)]
-        decl += instance(rtl, f"col{j}", [f"s1_z_{i}_{j}" for i in range(a)], outs)
-        for i, o in enumerate(rtl.outputs):
-            decl += round_lines(f"vr_{i}_{j}", o["width"], sh["v"], f"vn_{i}_{j}", w["v"])
-            decl.append(f"reg signed [{w['v'] - 1}:0] s2_v_{i}_{j};")
-            seq.append(f"s2_v_{i}_{j} <= vn_{i}_{j};")
+        registered_pass("bt_col", f"col{j}", [f"s1_z_{i}_{j}" for i in range(a)], [f"{i}_{j}" for i in range(a)],
+                        "s2_v", "v")
     # S3: products; S4: accumulation, alignment and rounding at m
     for q in range(pk):
         for i in range(a):
@@ -106,30 +105,18 @@ def engine_lines(des: FixedPointDesign, name: str, pk: int) -> tuple[list[str], 
                 seq.append(f"if (s3_valid) acc_{t} <= accn_{t};")
                 seq.append(f"if (s3_valid && s3_last) s4_m_{t} <= mn_{t};")
     # S5: column pass of Â; S6: row pass of Â
-    rtl5, rtl6 = ps["at_col"][0], ps["at_row"][0]
     for q in range(pk):
         for j in range(a):
-            outs = [f"tr_{q}_{u}_{j}" for u in range(m)]
-            decl += instance(rtl5, f"acol{q}_{j}", [f"s4_m_{q}_{i}_{j}" for i in range(a)], outs)
-            for u, o in enumerate(rtl5.outputs):
-                decl += round_lines(f"tr_{q}_{u}_{j}", o["width"], sh["t"], f"tn_{q}_{u}_{j}", w["t"])
-                decl.append(f"reg signed [{w['t'] - 1}:0] s5_t_{q}_{u}_{j};")
-                seq.append(f"s5_t_{q}_{u}_{j} <= tn_{q}_{u}_{j};")
+            registered_pass("at_col", f"acol{q}_{j}", [f"s4_m_{q}_{i}_{j}" for i in range(a)],
+                            [f"{q}_{u}_{j}" for u in range(m)], "s5_t", "t")
         for u in range(m):
-            outs = [f"yr_{q}_{u}_{v}" for v in range(m)]
-            decl += instance(rtl6, f"arow{q}_{u}", [f"s5_t_{q}_{u}_{j}" for j in range(a)], outs)
-            for v, o in enumerate(rtl6.outputs):
-                decl += round_lines(f"yr_{q}_{u}_{v}", o["width"], sh["y"], f"yn_{q}_{u}_{v}", w["y"])
-                decl.append(f"reg signed [{w['y'] - 1}:0] s6_y_{q}_{u}_{v};")
-                seq.append(f"s6_y_{q}_{u}_{v} <= yn_{q}_{u}_{v};")
+            registered_pass("at_row", f"arow{q}_{u}", [f"s5_t_{q}_{u}_{j}" for j in range(a)],
+                            [f"{q}_{u}_{v}" for v in range(m)], "s6_y", "y")
+            for v in range(m):
                 decl.append(f"assign out_y[{((q * m + u) * m + v + 1) * w['y'] - 1}:{((q * m + u) * m + v) * w['y']}]"
                             f" = s6_y_{q}_{u}_{v};")
     buses = {"tile": a * a * w["in"], "u": pk * a * a * u_bits, "y": pk * m * m * w["y"], "product": p_bits}
     return decl, seq, buses
-
-
-def pass_modules(des: FixedPointDesign, name: str) -> dict[str, tuple[Rtl, Any]]:
-    return passes(des, name)
 
 
 def hex_word(v: int, bits: int) -> str:
