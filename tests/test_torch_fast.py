@@ -107,6 +107,9 @@ def test_auto_chooses_per_shape_and_never_a_wrong_kernel(tmp_path, monkeypatch):
     assert choice != wrong.content_hash and "F(2,3)/wrong" in decision["failed"]
     assert set(decision["times_ms"]) == {"F(2,3)/wrong", "F(4,3)/best", TORCH}
     assert decision["errors"]["F(4,3)/best"] < 1e-5 and decision["errors"]["F(2,3)/wrong"] > 0.01
+    assert decision["why"].endswith("(cold weights)")  # timed as inside a model: weights evicted each run
+    resident = mod.resident()
+    assert resident[0] is mod.weight and len(resident) >= 4  # weight, bias, both U, a workspace
     with torch.no_grad():
         assert _rel(mod(x), conv(x)) < 1e-4
         mod(torch.randn(2, 32, 20, 20))  # another shape: decided again

@@ -73,7 +73,8 @@ def test_detach_params_flow_with_auto_and_the_default_schedule_pass():
     assert isinstance(params["main"], list)  # the form TVM hands over
     new, report = nt.rewrite_conv2d(mod, "auto", params=params, return_report=True)
     assert [r["shape"] for r in report.rewritten] == [[1, 16, 15, 13, 16], [1, 16, 15, 13, 24]]
-    assert all(r["algorithm"].endswith("/best") and r["why"].startswith("auto: fastest") for r in report.rewritten)
+    assert all(r["algorithm"].endswith("/best") and r["why"].startswith("auto: fastest (cold weights)")
+               for r in report.rewritten)
     reasons = [s["reason"] for s in report.skipped]
     assert "left to TVM" in reasons[0] and "stride" in reasons[1]
     assert len(new["main"].params) == 1  # every weight bound and transformed at compile time

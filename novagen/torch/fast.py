@@ -152,6 +152,12 @@ class KernelConv2d(nn.Module):
             held = self._u[name] = (stamp, winograd_weights(self.weight, name))
         return held[1]
 
+    def resident(self) -> list[torch.Tensor]:
+        """What a timed run should find out of the caches, as inside a model: weight, bias, every U and this
+        thread's kernel workspaces."""
+        held = [u for _, u in self._u.values()]
+        return [self.weight, self.bias, *held, *_WORKSPACES.__dict__.get("buffers", {}).values()]
+
     def run(self, x: torch.Tensor, choice: str) -> torch.Tensor:
         """The output of one candidate: an algorithm's name (content hash) or TORCH."""
         if choice == TORCH:
