@@ -171,7 +171,7 @@ def bench_model(name: str, trials: int, db: str | os.PathLike[str], repeats: int
                                         for r in tuned.report.rewritten]
     xi = x.numpy()
     cands = [Candidate("torch", lambda: net(x), lambda y: y.detach().numpy(), FP32_BOUND)]
-    cands += [Candidate(key, lambda ex=ex: M.run_model(ex, xi), None, FP32_BOUND) for key, ex in runs.items()]
+    cands += [Candidate(key, M.model_runner(ex, xi), lambda y: y.numpy(), FP32_BOUND) for key, ex in runs.items()]
     say("timing")
     with torch.inference_mode():
         times = measure(cands, ref, whole("--repeats", repeats, 1, 1000), order="blocks", keep_outputs=True)

@@ -192,11 +192,23 @@ def compile_model(model: TunedModel | Any, target: Any = "llvm", db: str | os.Pa
     return ms.relax_integration.compile_relax(database, mod, tgt, params=None)
 
 
-def run_model(ex: Any, x: Any) -> Any:
-    """One forward pass on NumPy input: the output as NumPy."""
+def model_runner(ex: Any, x: Any) -> Any:
+    """A forward pass as an application runs it: one VirtualMachine (its memory pool kept between calls) and
+    the input on the device once; calling the result returns the output as a tvm tensor."""
     tvm = load_tvm()
     from tvm import relax
 
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    out = vm["main"](tvm.runtime.tensor(x))
-    return (out[0] if not hasattr(out, "numpy") else out).numpy()
+    xi = tvm.runtime.tensor(x)
+    fn = vm["main"]
+
+    def run() -> Any:
+        out = fn(xi)
+        return out if hasattr(out, "numpy") else out[0]
+
+    return run
+
+
+def run_model(ex: Any, x: Any) -> Any:
+    """One forward pass on NumPy input: the output as NumPy."""
+    return model_runner(ex, x)().numpy()
