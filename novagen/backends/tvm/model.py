@@ -84,7 +84,7 @@ def legalized(mod: Any) -> Any:
 
     return tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
                                      relax.transform.FoldConstant(), relax.transform.FuseOps(),
-                                     relax.transform.FuseTIR(), relax.transform.DeadCodeElimination(["main"])])(mod)
+                                     relax.transform.FuseTIR()])(mod)
 
 
 @contextmanager
@@ -169,13 +169,13 @@ def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int
 
 
 def compile_model(model: TunedModel | Any, target: Any = "llvm", db: str | os.PathLike[str] | None = None) -> Any:
-    """The VM executable: the module legalized and fused as tuning saw it (`legalized`: the Winograd functions
-    with their elementwise epilogues), novagen's functions without a record in `db` given the default
-    schedule, then `compile_relax` with the database's records, or TVM's default pipeline without one."""
+    """The VM executable: with a tuning database, `compile_relax` applies its records, novagen's functions
+    without one getting the default schedule first; without, TVM's default pipeline after novagen's
+    default schedule."""
     tvm = load_tvm()
     from tvm.s_tir import meta_schedule as ms
 
-    mod = legalized((model.mod if isinstance(model, TunedModel) else model).clone())
+    mod = (model.mod if isinstance(model, TunedModel) else model).clone()
     tgt = resolve_target(target)
     database = None if db is None else open_database(checked_database(db))
     normalize = tvm.get_global_func("tvm.s_tir.meta_schedule.normalize_mod")
@@ -186,7 +186,7 @@ def compile_model(model: TunedModel | Any, target: Any = "llvm", db: str | os.Pa
     for gv, func in list(mod.functions.items()):
         if (isinstance(func, tvm.tirx.PrimFunc) and is_novagen(func) and not func.attrs.get("tirx.is_scheduled")
                 and untuned(func)):
-            mod[gv] = schedule_default(func, tgt)
+            mod[gv] = schedule_default(func, tgt).with_attr("op_pattern", 8)
     if database is None:
         return tvm.compile(mod, target=tgt)
     return ms.relax_integration.compile_relax(database, mod, tgt, params=None)

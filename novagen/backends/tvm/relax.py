@@ -78,10 +78,6 @@ def _conv_reason(call: Any, r: int, label: str, min_channels: int) -> str | None
 
 
 SCHEDULES = ("tunable", "default")
-FUSABLE, OPAQUE = 4, 8
-"""TVM's op patterns (kOutEWiseFusable, kOpaque): an unscheduled Winograd PrimFunc lets FuseOps/FuseTIR fuse
-the elementwise work after it (bias, residual, ReLU; the schedule computes it in the output block); one
-already scheduled is left alone."""
 
 
 def bind_params(mod: Any, params: Any, func_name: str = "main") -> Any:
@@ -143,11 +139,10 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
     Constant weights are transformed now, in float64 from the exact G; others inside the PrimFunc.
 
     `schedule` "tunable" (default): the PrimFuncs are unscheduled, with novagen's MetaSchedule rule on their
-    GEMM block, and fusable with the elementwise work after them (FUSABLE), so `extract_tasks`, `tune_relax`,
-    `MetaScheduleTuneIRMod` and `MetaScheduleApplyDatabase` fuse, tune and apply them like any task
-    (`DefaultSchedule` schedules those left untuned, `compile_model` after fusion); "default": each already
-    scheduled with the rule's default decisions for `target`, opaque to fusion, ready for an untuned
-    `tvm.compile`.  Returns the new IRModule, or
+    GEMM block, so `extract_tasks`, `tune_relax`, `MetaScheduleTuneIRMod` and `MetaScheduleApplyDatabase`
+    tune and apply them like any task (`DefaultSchedule` schedules those left untuned); "default": each
+    already scheduled with the rule's default decisions for `target`, ready for an untuned `tvm.compile`.
+    The PrimFuncs are opaque to fusion and each has its own global symbol.  Returns the new IRModule, or
     (module, RewriteReport) with `return_report=True`: what was rewritten with which algorithm and why, and
     what was left, with the reason.
     """
@@ -213,9 +208,8 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
             func, spec = conv2d_primfunc(chosen, layer, (pt, pl), dtype, layout, mode, None)
             if spec.name not in self.funcs:
                 if schedule == "default":
-                    func = schedule_default(func, tgt).with_attr("op_pattern", OPAQUE)
-                else:
-                    func = func.with_attr("op_pattern", FUSABLE)
+                    func = schedule_default(func, tgt)
+                func = func.with_attr("op_pattern", 8)
                 self.funcs[spec.name] = self.builder_.add_func(func, spec.name)
             gv = self.funcs[spec.name]
             if constant:
@@ -258,7 +252,7 @@ def DefaultSchedule(target: Any = "llvm") -> Any:  # noqa: N802 (a pass)
         updates = {}
         for gv, func in mod.functions.items():
             if isinstance(func, tvm.tirx.PrimFunc) and is_novagen(func) and not func.attrs.get("tirx.is_scheduled"):
-                updates[gv] = schedule_default(func, target).with_attr("op_pattern", OPAQUE)
+                updates[gv] = schedule_default(func, target).with_attr("op_pattern", 8)
         for gv, func in updates.items():
             mod[gv] = func
         return mod

@@ -144,17 +144,7 @@ def schedule_default(func: Any, target: Any = "llvm") -> Any:
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
-def inline_epilogue(sch: Any) -> None:
-    """Elementwise work TVM fused after the conv (bias, residual add, ReLU: FuseOps/FuseTIR, the PrimFunc being
-    OutEWiseFusable) computed in the output block "y" itself, where the schedule vectorizes and parallelizes
-    it, instead of as extra passes over the output."""
-    y = sch.get_sblock("y")
-    while consumers := sch.get_consumers(y):
-        sch.reverse_compute_inline(consumers[0])
-
-
 def apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
-    inline_epilogue(sch)
     _, c, _, _, k = spec.layer
     cv = pick(divisor_choices(c, (4, 8, 16)), vector_width(c, 8))
     kb = spec.k_block
@@ -257,7 +247,7 @@ def conv2d_primfunc(alg: Any, layer: Sequence[int] | str, padding: int | Sequenc
     tvm = load_tvm()
     register_rules()
     tensors, spec = conv2d_compute(alg, layer, padding, dtype, layout, weights, p_block, k_block)
-    func = tvm.te.create_prim_func(tensors, index_dtype_override="int64").with_attr("global_symbol", spec.name)
+    func = tvm.te.create_prim_func(tensors).with_attr("global_symbol", spec.name)
     if schedule in ("llvm", "cuda"):
         func = schedule_default(func, {"kind": "cuda", "arch": "sm_80"} if schedule == "cuda" else "llvm")
     elif schedule is not None:
