@@ -194,7 +194,7 @@ def test_rewrite_torch_model_matches_torch() -> None:
     assert text.count("R.nn.conv2d(") == 2 and text.count("R.call_tir(") >= 2
     funcs = {gv.name_hint: f for gv, f in new.functions.items()}
     for r in report.rewritten:
-        assert int(funcs[r["function"]].attrs["op_pattern"]) == 8
+        assert int(funcs[r["function"]].attrs["op_pattern"]) == 8  # opaque unless schedule="fusable"
     y = _run_relax(new, x.numpy())
     ref = model(x).detach().numpy()
     np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)

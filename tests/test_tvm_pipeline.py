@@ -130,15 +130,20 @@ def _legalized(mod: Any) -> Any:
                                      relax.transform.FuseTIR()])(mod)
 
 
-def test_extract_tasks_sees_unscheduled_winograd_tasks_with_novagens_rule():
+@pytest.mark.parametrize("schedule", ["tunable", "fusable"])
+def test_extract_tasks_sees_unscheduled_winograd_tasks_with_novagens_rule(schedule):
     from tvm.s_tir import meta_schedule as ms
 
     model, x = _model()
     mod, params = _imported(model, x)
-    new = _legalized(nt.rewrite_conv2d(mod, "F(4,3)/nova", params=params))
+    new = _legalized(nt.rewrite_conv2d(mod, "F(4,3)/nova", params=params, schedule=schedule))
     tasks = ms.relax_integration.extract_tasks(new, nt.host_target())
-    ours = [t for t in tasks if t.task_name.startswith("novagen_")]
+    ours = [t for t in tasks if "novagen_" in t.task_name]
     assert len(ours) == 2 and len(tasks) > len(ours)
+    if schedule == "fusable":  # each fused with its bias add, as TVM fuses its own (batch_norm stays apart)
+        assert all(t.task_name.startswith("fused_novagen_") and "_add" in t.task_name for t in ours)
+    else:
+        assert all(t.task_name.startswith("novagen_") for t in ours)
     for t in ours:
         func = t.dispatched[0]["main"]
         assert not func.attrs.get("tirx.is_scheduled", False)
@@ -150,24 +155,79 @@ def test_extract_tasks_sees_unscheduled_winograd_tasks_with_novagens_rule():
                          search_strategy="evolutionary")
     trace = str(ctx.space_generator.generate_design_space(ctx.mod)[0].trace)
     assert 'get_sblock(name="xp"' in trace and "sample_categorical" in trace and "decompose_reduction" in trace
+    assert ("reverse_compute_inline" in trace) == (schedule == "fusable")  # the epilogue, in the output transform
+
+
+def test_compile_model_fuses_epilogues_and_matches_torch():
+    """The untuned whole-model path: fused like the tuning flow, default schedule with the epilogue inlined."""
+    model, x = _model()
+    mod, params = _imported(model, x)
+    prepared = nt.prepare(mod, params, "F(4,3)/nova", schedule="fusable")
+    ex = nt.compile_model(prepared, "llvm")
+    assert _close(_run(ex, x), model(x).detach().numpy()) < 1e-4
+    legal = nt.legalized(prepared.mod)
+    names = [gv.name_hint for gv in legal.get_global_vars()]
+    fused = [n for n in names if n.startswith("fused_novagen_")]  # with the bias and BatchNorm arithmetic after
+    assert len(fused) == 2 and all("_add" in n and "_multiply" in n for n in fused)
 
 
 @pytest.mark.slow
-def test_tune_relax_then_compile_relax(tmp_path):
+@pytest.mark.parametrize("schedule", ["tunable", "fusable"])
+def test_tune_relax_then_compile_relax(tmp_path, schedule):
     from tvm.s_tir import meta_schedule as ms
 
-    from novagen.backends.tvm.compat import import_tensor_intrin, in_process_builder, in_process_runner
+    from novagen.backends.tvm.compat import (
+        drop_unnamed_handlers,
+        import_tensor_intrin,
+        in_process_builder,
+        in_process_runner,
+    )
+    from novagen.backends.tvm.schedule import is_novagen
 
     model, x = _model()
     mod, params = _imported(model, x)
-    new = _legalized(nt.rewrite_conv2d(mod, "F(4,3)/nova", params=params))
+    rewritten = nt.rewrite_conv2d(mod, "F(4,3)/nova", params=params, schedule=schedule)
+    new = _legalized(rewritten)
     target = nt.host_target()
     import_tensor_intrin()
+    drop_unnamed_handlers()  # pytest's log capture leaves unnamed handlers that MetaSchedule's set-up rejects
     db = ms.relax_integration.tune_relax(new, params={}, target=target, work_dir=str(tmp_path / "db"),
                                          max_trials_global=24, num_trials_per_iter=4,
                                          builder=in_process_builder(), runner=in_process_runner())
-    ours = [r for r in db.get_all_tuning_records()
-            if str(r.workload.mod["main"].attrs["global_symbol"]).startswith("novagen_")]
+    ours = [r for r in db.get_all_tuning_records() if is_novagen(r.workload.mod["main"])]
     assert ours, "the database holds records of the Winograd tasks"
-    ex = ms.relax_integration.compile_relax(db, new, target, params=None)
+    ex = ms.relax_integration.compile_relax(db, rewritten, target, params=None)
     assert _close(_run(ex, x), model(x).detach().numpy()) < 1e-4
+    # the records apply: each tuned function of compile_model's module is the database's schedule
+    built = nt.scheduled(rewritten, target, db)
+    normalize = tvm.get_global_func("tvm.s_tir.meta_schedule.normalize_mod")
+    names = {g.name_hint for g in built.get_global_vars()}
+    tuned = {gv.name_hint: db.query_schedule(normalize(f), target, "main") for gv, f in new.functions.items()
+             if isinstance(f, tvm.tirx.PrimFunc) and gv.name_hint in names}
+    tuned = {name: s.mod["main"] for name, s in tuned.items() if s is not None}
+    assert any(is_novagen(new[name]) for name in tuned) and len(tuned) >= 4
+    for name, func in tuned.items():
+        assert _same_body(built[name], func), name
+    assert _close(_run(nt.compile_model(rewritten, target, tmp_path / "db"), x), model(x).detach().numpy()) < 1e-4
+
+
+def _same_body(a: Any, b: Any) -> bool:
+    try:
+        tvm.ir.assert_structural_equal(a.body, b.body, map_free_vars=True)
+    except ValueError:
+        return False
+    return True
+
+
+def test_compile_model_builds_fused_model_for_cuda_without_gpu():
+    """The whole-model build for a GPU: novagen's fused functions get the CUDA default schedule and TVM's own
+    functions DLight's, as compile_relax gives them; building needs no GPU."""
+    model, x = _model()
+    mod, params = _imported(model, x)
+    ex = nt.compile_model(nt.prepare(mod, params, "F(4,3)/nova", schedule="fusable"), {"kind": "cuda", "arch": "sm_80"})
+
+    def cuda_module(m: Any) -> Any:
+        return m if m.kind == "cuda" else next((c for i in m.imports if (c := cuda_module(i))), None)
+
+    cuda = cuda_module(ex.mod)
+    assert cuda is not None and "fused_novagen_F_4_3_nova" in cuda.inspect_source()

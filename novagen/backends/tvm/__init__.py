@@ -32,7 +32,15 @@ from novagen.backends.tvm.auto import Choice, choose
 from novagen.backends.tvm.bench import bench_layers, bench_model
 from novagen.backends.tvm.compute import conv2d_compute, direct_module, transform_weights
 from novagen.backends.tvm.generated import generate
-from novagen.backends.tvm.model import TunedModel, compile_model, import_model, prepare, run_model
+from novagen.backends.tvm.model import (
+    TunedModel,
+    compile_model,
+    import_model,
+    legalized,
+    prepare,
+    run_model,
+    scheduled,
+)
 from novagen.backends.tvm.model import tune as tune_model
 from novagen.backends.tvm.relax import DefaultSchedule, RewriteReport, WinogradConv2d, rewrite_conv2d
 from novagen.backends.tvm.runtime import Conv2d, DirectConv2d
@@ -88,7 +96,7 @@ BACKENDS = (
 __all__ = [
     "BACKENDS", "Choice", "Conv2d", "Conv2dSpec", "DefaultSchedule", "DirectConv2d", "RewriteReport", "TVMError",
     "TuneResult", "TunedModel", "WinogradConv2d", "bench_layers", "bench_model", "choose", "compile_model",
-    "import_model", "prepare", "run_model", "tune_model",
+    "import_model", "legalized", "prepare", "run_model", "scheduled", "tune_model",
     "conv2d_compute", "conv2d_module", "conv2d_primfunc", "cuda_module", "direct_module", "generate", "host_target",
     "is_direct", "load_tuned", "make_spec", "resolve_target", "rewrite_conv2d", "rpc_runner", "schedule_llvm",
     "transform_weights", "tune",

@@ -20,8 +20,7 @@ from novagen.backends.tvm.compat import (
     in_process_runner,
     quiet_console,
 )
-from novagen.backends.tvm.relax import bind_params, rewrite_conv2d
-from novagen.backends.tvm.schedule import is_novagen, schedule_default
+from novagen.backends.tvm.relax import DefaultSchedule, bind_params, rewrite_conv2d
 from novagen.backends.tvm.spec import TVMError, load_tvm
 from novagen.backends.tvm.targets import resolve_target
 from novagen.backends.tvm.tuning import DATABASE_FILES, checked_database, open_database, save_database
@@ -77,14 +76,22 @@ def import_model(source: Any, input_shape: Sequence[int] | None = None) -> tuple
     return detach_params(from_exported_program(source, keep_params_as_input=True))
 
 
+def legalize_steps() -> list[Any]:
+    """The passes between import and scheduling in TVM's tuning flow (`extract_tasks`, `compile_relax`):
+    operators legalized to TIR, then fused (novagen's Winograd functions with the elementwise work after them)."""
+    load_tvm()
+    from tvm import relax
+
+    return [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+            relax.transform.FuseOps(), relax.transform.FuseTIR()]
+
+
 def legalized(mod: Any) -> Any:
-    """What TVM's tuning flow tunes: operators legalized to TIR and fused, as `compile_relax` prepares them."""
+    """What TVM's tuning flow tunes: `mod` after `legalize_steps`, as `compile_relax` prepares it."""
     tvm = load_tvm()
     from tvm import relax
 
-    return tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-                                     relax.transform.FoldConstant(), relax.transform.FuseOps(),
-                                     relax.transform.FuseTIR()])(mod)
+    return tvm.transform.Sequential([*legalize_steps(), relax.transform.DeadCodeElimination(["main"])])(mod)
 
 
 @contextmanager
@@ -129,13 +136,15 @@ def for_inference(mod: Any, params: Any) -> Any:
                                      relax.transform.FoldConstant()])(bind_params(mod, params))
 
 
-def prepare(mod: Any, params: Any, algorithm: str | None = "auto", target: Any = "llvm") -> TunedModel:
-    """Prepare for inference (`for_inference`) and, with `algorithm`, rewrite the convolutions: the module tune
-    and compile use."""
+def prepare(mod: Any, params: Any, algorithm: str | None = "auto", target: Any = "llvm",
+            schedule: str = "tunable") -> TunedModel:
+    """Prepare for inference (`for_inference`) and, with `algorithm`, rewrite the convolutions: the module
+    `tune` and `compile_model` take (`schedule` as in `rewrite_conv2d`; "fusable" fuses the Winograd functions
+    with their elementwise epilogues, which both legalize and fuse the same way)."""
     ready = for_inference(mod, params)
     if algorithm is None:
         return TunedModel(ready)
-    new, report = rewrite_conv2d(ready, algorithm, target=target, return_report=True)
+    new, report = rewrite_conv2d(ready, algorithm, target=target, schedule=schedule, return_report=True)
     return TunedModel(new, report)
 
 
@@ -168,28 +177,61 @@ def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int
                       [t.task_name for t in tasks])
 
 
-def compile_model(model: TunedModel | Any, target: Any = "llvm", db: str | os.PathLike[str] | None = None) -> Any:
-    """The VM executable: with a tuning database, `compile_relax` applies its records, novagen's functions
-    without one getting the default schedule first; without, TVM's default pipeline after novagen's
-    default schedule."""
+def scheduled(mod: Any, target: Any = "llvm", database: Any = None) -> Any:
+    """`mod` with every TIR function ready to lower, as `compile_relax` prepares it plus one step: legalized
+    and fused as tuning did (so the database's keys match), the records of `database` applied, then novagen's
+    functions without one given the rule's default schedule (`DefaultSchedule`); on a GPU, DLight schedules
+    TVM's own functions without a record, as in `compile_relax`."""
     tvm = load_tvm()
-    from tvm.s_tir import meta_schedule as ms
+    from tvm import relax
+    from tvm.relax import pipeline as rp
+
+    tgt = resolve_target(target)
+    mod = tvm.transform.Sequential([*rp.library_dispatch_passes(tgt), *legalize_steps()])(mod)
+    if database is not None:
+        with tgt, database, tvm.transform.PassContext(opt_level=3):
+            mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    mod = DefaultSchedule(tgt)(mod)
+    if rp.BackendDispatcher.is_gpu_target(tgt):  # TVM's own functions without a record, as compile_relax does
+        from tvm.s_tir import dlight as dl
+
+        with tgt:
+            mod = dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                          dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
+    return mod
+
+
+def lowering_steps(target: Any) -> list[Any]:
+    """TVM's passes after scheduling for `target` (dataflow lowering, then finalization).  TVM 0.27's CPU
+    backend defines its dataflow lowering but does not export it, so it is taken from its module."""
+    load_tvm()
+    from tvm.relax import pipeline as rp
+
+    try:
+        lower = rp.dataflow_lower_passes(target)
+    except AttributeError:
+        from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes
+
+        lower = dataflow_lower_passes(target)
+    return [*lower, *rp.finalize_passes(target)]
+
+
+def compile_model(model: TunedModel | Any, target: Any = "llvm", db: str | os.PathLike[str] | None = None) -> Any:
+    """The VM executable of `scheduled` (with the records of the tuning database folder `db`, if given)."""
+    tvm = load_tvm()
+    from tvm import relax
 
     mod = (model.mod if isinstance(model, TunedModel) else model).clone()
     tgt = resolve_target(target)
     database = None if db is None else open_database(checked_database(db))
-    normalize = tvm.get_global_func("tvm.s_tir.meta_schedule.normalize_mod")
 
-    def untuned(func: Any) -> bool:
-        return database is None or database.query_tuning_record(normalize(func), tgt, "main") is None
+    @tvm.transform.module_pass(opt_level=3, name="novagen.compile_model")
+    def pipeline(mod: Any, _ctx: Any) -> Any:
+        mod = scheduled(mod, tgt, database)
+        return tvm.transform.Sequential(lowering_steps(tgt))(mod)
 
-    for gv, func in list(mod.functions.items()):
-        if (isinstance(func, tvm.tirx.PrimFunc) and is_novagen(func) and not func.attrs.get("tirx.is_scheduled")
-                and untuned(func)):
-            mod[gv] = schedule_default(func, tgt).with_attr("op_pattern", 8)
-    if database is None:
-        return tvm.compile(mod, target=tgt)
-    return ms.relax_integration.compile_relax(database, mod, tgt, params=None)
+    with tvm.transform.PassContext(opt_level=3), tgt:
+        return relax.build(mod, target=tgt, relax_pipeline=pipeline)
 
 
 def model_runner(ex: Any, x: Any) -> Any:

@@ -77,7 +77,11 @@ def _conv_reason(call: Any, r: int, label: str, min_channels: int) -> str | None
     return None
 
 
-SCHEDULES = ("tunable", "default")
+SCHEDULES = ("tunable", "fusable", "default")
+FUSABLE, OPAQUE = 4, 8
+"""TVM's op patterns (kOutEWiseFusable, kOpaque): a "fusable" Winograd PrimFunc lets FuseOps/FuseTIR fuse the
+elementwise work after it (bias, residual, ReLU; the schedule computes it in the output block); the others
+are left alone."""
 
 
 def bind_params(mod: Any, params: Any, func_name: str = "main") -> Any:
@@ -139,10 +143,13 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
     Constant weights are transformed now, in float64 from the exact G; others inside the PrimFunc.
 
     `schedule` "tunable" (default): the PrimFuncs are unscheduled, with novagen's MetaSchedule rule on their
-    GEMM block, so `extract_tasks`, `tune_relax`, `MetaScheduleTuneIRMod` and `MetaScheduleApplyDatabase`
-    tune and apply them like any task (`DefaultSchedule` schedules those left untuned); "default": each
-    already scheduled with the rule's default decisions for `target`, ready for an untuned `tvm.compile`.
-    The PrimFuncs are opaque to fusion and each has its own global symbol.  Returns the new IRModule, or
+    GEMM block, and opaque to fusion, so `extract_tasks`, `tune_relax`, `MetaScheduleTuneIRMod` and
+    `MetaScheduleApplyDatabase` tune and apply them like any task, whether the module given to tuning was
+    legalized or not (`DefaultSchedule` schedules those left untuned); "fusable": the same, but FuseOps/FuseTIR
+    fuse them with the elementwise work after them (bias, BatchNorm arithmetic, residual, ReLU), which the
+    schedule computes in the output transform: tune the legalized module and compile the same one
+    (`compile_model` and `tune_model` do); "default": each already scheduled with the rule's default
+    decisions for `target`, opaque, ready for an untuned `tvm.compile`.  Returns the new IRModule, or
     (module, RewriteReport) with `return_report=True`: what was rewritten with which algorithm and why, and
     what was left, with the reason.
     """
@@ -158,7 +165,7 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
     if func_name not in [gv.name_hint for gv in mod.get_global_vars()]:
         raise TVMError(f"the module has no function '{func_name}'")
     if schedule not in SCHEDULES:
-        raise TVMError(f"schedule '{schedule}' is not known: use {' or '.join(SCHEDULES)}")
+        raise TVMError(f"schedule '{schedule}' is not known: use one of {', '.join(SCHEDULES)}")
     mod = bind_params(mod, params, func_name)
     tgt = resolve_target(target)
     kind = "cuda" if tgt.kind.name == "cuda" else "llvm"
@@ -205,11 +212,12 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
                     wexpr = bound
             constant = isinstance(wexpr, tvm.ir.expr.Constant)
             mode = "precomputed" if constant else "graph"
-            func, spec = conv2d_primfunc(chosen, layer, (pt, pl), dtype, layout, mode, None)
+            func, spec = conv2d_primfunc(chosen, layer, (pt, pl), dtype, layout, mode, None,
+                                         index_dtype="int64" if schedule == "fusable" else None)
             if spec.name not in self.funcs:
                 if schedule == "default":
                     func = schedule_default(func, tgt)
-                func = func.with_attr("op_pattern", 8)
+                func = func.with_attr("op_pattern", FUSABLE if schedule == "fusable" else OPAQUE)
                 self.funcs[spec.name] = self.builder_.add_func(func, spec.name)
             gv = self.funcs[spec.name]
             if constant:
@@ -252,7 +260,7 @@ def DefaultSchedule(target: Any = "llvm") -> Any:  # noqa: N802 (a pass)
         updates = {}
         for gv, func in mod.functions.items():
             if isinstance(func, tvm.tirx.PrimFunc) and is_novagen(func) and not func.attrs.get("tirx.is_scheduled"):
-                updates[gv] = schedule_default(func, target).with_attr("op_pattern", 8)
+                updates[gv] = schedule_default(func, target).with_attr("op_pattern", OPAQUE)
         for gv, func in updates.items():
             mod[gv] = func
         return mod

@@ -144,7 +144,17 @@ def schedule_default(func: Any, target: Any = "llvm") -> Any:
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
+def inline_epilogue(sch: Any) -> None:
+    """Elementwise work TVM fused after the conv (bias, residual add, ReLU: FuseOps/FuseTIR, the PrimFunc being
+    OutEWiseFusable) computed in the output block "y" itself, where the schedule vectorizes and parallelizes
+    it, instead of as extra passes over the output."""
+    y = sch.get_sblock("y")
+    while consumers := sch.get_consumers(y):
+        sch.reverse_compute_inline(consumers[0])
+
+
 def apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
+    inline_epilogue(sch)
     _, c, _, _, k = spec.layer
     cv = pick(divisor_choices(c, (4, 8, 16)), vector_width(c, 8))
     kb = spec.k_block
@@ -241,13 +251,15 @@ def apply_llvm(sch: Any, spec: Conv2dSpec, pick: Any) -> None:
 
 def conv2d_primfunc(alg: Any, layer: Sequence[int] | str, padding: int | Sequence[int] = 1, dtype: str = "float32",
                     layout: str = "NCHW", weights: str = "precomputed", schedule: str | None = "llvm",
-                    p_block: int | None = None, k_block: int | None = None) -> tuple[Any, Conv2dSpec]:
+                    p_block: int | None = None, k_block: int | None = None,
+                    index_dtype: str | None = None) -> tuple[Any, Conv2dSpec]:
     """The PrimFunc (scheduled for `schedule` = "llvm" or "cuda", or None for the plain compute that
-    MetaSchedule tunes through novagen's rule) and its spec."""
+    MetaSchedule tunes through novagen's rule) and its spec.  `index_dtype` "int64" is what FuseTIR needs to
+    join the function's buffers with those of Relax's legalized operators (a fusable function)."""
     tvm = load_tvm()
     register_rules()
     tensors, spec = conv2d_compute(alg, layer, padding, dtype, layout, weights, p_block, k_block)
-    func = tvm.te.create_prim_func(tensors).with_attr("global_symbol", spec.name)
+    func = tvm.te.create_prim_func(tensors, index_dtype_override=index_dtype).with_attr("global_symbol", spec.name)
     if schedule in ("llvm", "cuda"):
         func = schedule_default(func, {"kind": "cuda", "arch": "sm_80"} if schedule == "cuda" else "llvm")
     elif schedule is not None:
