@@ -76,22 +76,25 @@ def import_model(source: Any, input_shape: Sequence[int] | None = None) -> tuple
     return detach_params(from_exported_program(source, keep_params_as_input=True))
 
 
-def legalize_steps() -> list[Any]:
-    """The passes between import and scheduling in TVM's tuning flow (`extract_tasks`, `compile_relax`):
-    operators legalized to TIR, then fused (novagen's Winograd functions with the elementwise work after them)."""
+def legalize_steps(target: Any = "llvm") -> list[Any]:
+    """The passes between import and scheduling, as `compile_relax` runs them for `target` (library dispatch,
+    operators legalized to TIR, then fused): tuning and compiling both prepare the module with these, once,
+    so the database's keys match."""
     load_tvm()
     from tvm import relax
+    from tvm.relax import pipeline as rp
 
-    return [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
-            relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    return [*rp.library_dispatch_passes(resolve_target(target)), relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(), relax.transform.FuseOps(),
+            relax.transform.FuseTIR()]
 
 
-def legalized(mod: Any) -> Any:
+def legalized(mod: Any, target: Any = "llvm") -> Any:
     """What TVM's tuning flow tunes: `mod` after `legalize_steps`, as `compile_relax` prepares it."""
     tvm = load_tvm()
     from tvm import relax
 
-    return tvm.transform.Sequential([*legalize_steps(), relax.transform.DeadCodeElimination(["main"])])(mod)
+    return tvm.transform.Sequential([*legalize_steps(target), relax.transform.DeadCodeElimination(["main"])])(mod)
 
 
 @contextmanager
@@ -163,7 +166,7 @@ def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int
     import_tensor_intrin()
     drop_unnamed_handlers()
     start = time.monotonic()
-    legal = legalized(model.mod)
+    legal = legalized(model.mod, tgt)
     tasks = ms.relax_integration.extract_tasks(legal, tgt)
     with working_database(db) as database, quiet_console():
         todo = trials - len(database)  # resumable: the records already there count toward the trials
@@ -187,7 +190,7 @@ def scheduled(mod: Any, target: Any = "llvm", database: Any = None) -> Any:
     from tvm.relax import pipeline as rp
 
     tgt = resolve_target(target)
-    mod = tvm.transform.Sequential([*rp.library_dispatch_passes(tgt), *legalize_steps()])(mod)
+    mod = tvm.transform.Sequential(legalize_steps(tgt))(mod)
     if database is not None:
         with tgt, database, tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase()(mod)
@@ -221,7 +224,7 @@ def compile_model(model: TunedModel | Any, target: Any = "llvm", db: str | os.Pa
     tvm = load_tvm()
     from tvm import relax
 
-    mod = (model.mod if isinstance(model, TunedModel) else model).clone()
+    mod = model.mod if isinstance(model, TunedModel) else model
     tgt = resolve_target(target)
     database = None if db is None else open_database(checked_database(db))
 
