@@ -77,17 +77,18 @@ def test_bias_relu_small_tile_block_and_cached_weights():
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_per_thread_and_blocked_paths_agree_with_direct(layout):
     """Small U (C, K of a few dozen) runs each thread's chunks through all stages; large U (C = K = 256
-    with F(4,3): 9.4 MB, more than four L2s) runs the stages over shared blocks.  Both, with several chunks
-    or blocks and a ragged last one, bias and ReLU, in both layouts, match the float64 correlation."""
+    with F(4,3): 9.4 MB, more than four L2s), or a tile block set by hand, runs the stages over shared
+    blocks.  Both, with several chunks or blocks and a ragged last one, bias and ReLU, in both layouts, match
+    the float64 correlation."""
     import ctypes
 
     alg = novagen.algorithm("F(4,3)/nova")
     rng = np.random.default_rng(7)
-    for n, c, h, w, k in ((3, 24, 30, 33, 40), (1, 256, 6, 7, 256)):
+    for n, c, h, w, k, tile_block in ((3, 24, 30, 33, 40, 0), (1, 256, 6, 7, 256, 0), (1, 12, 14, 18, 9, 8)):
         x = rng.standard_normal((n, c, h, w)).astype(np.float32)
         wt = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
         b = rng.standard_normal(k).astype(np.float32)
-        kernel = novagen.compile(alg, padding=1, relu=True, threads=2, layout=layout)
+        kernel = novagen.compile(alg, padding=1, relu=True, threads=2, layout=layout, tile_block=tile_block)
         xin = x.transpose(0, 2, 3, 1).copy() if layout == "NHWC" else x
         y = kernel(xin, wt, b)
         y = y.transpose(0, 3, 1, 2) if layout == "NHWC" else y
@@ -95,8 +96,8 @@ def test_per_thread_and_blocked_paths_agree_with_direct(layout):
         assert rel_err(y, ref) < TOL[6]
         tiles = n * -(-h // 4) * -(-w // 4)
         chunk = kernel._fn("tile_block")(ctypes.byref(kernel._shape))
-        if c == 24:
-            assert tiles > 2 * chunk and tiles % chunk  # several chunks, the last one ragged
+        if c != 256:  # several chunks (or blocks), the last one ragged: computed for its own tiles only
+            assert tiles > 2 * chunk and tiles % chunk
         assert (kernel._fn("local_chunk")(ctypes.byref(kernel._shape)) > 0) == (c == 24)
 
 
