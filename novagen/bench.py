@@ -177,7 +177,8 @@ def bench_model(name: str, batch: int = 1, repeats: int = 10, threads: int | Non
                 ) -> dict[str, Any]:
     """Whole-model latency of an ImageNet-shaped model built in code (`novagen.models`): torch eager against
     the same model after `novagen.torch.replace_conv2d(model, algorithm, backend="c")`, whose "auto" choices
-    are made (and cached) before timing; outputs checked against torch's."""
+    are made (and cached) before timing, and which BatchNorm and ReLU modules run inside the kernels
+    ("fused"); outputs checked against torch's."""
     import torch
 
     from novagen.models import example_input, imagenet_model
@@ -204,4 +205,4 @@ def bench_model(name: str, batch: int = 1, repeats: int = 10, threads: int | Non
                      "max_rel_error": float(np.abs(t.output - ref).max() / np.abs(ref).max()), "passed": t.passed})
     return {"model": name, "batch": batch, "machine": {**machine_info(), "threads": threads}, "rows": rows,
             "speedup": rows[0]["ms"] / rows[1]["ms"], "choices": report.choices(), "left": report.skipped,
-            "timing": settings(repeats, "alternating")}
+            "fused": report.fused, "not_fused": report.not_fused, "timing": settings(repeats, "alternating")}

@@ -92,12 +92,17 @@ def test_replace_compile_export_and_state_dict():
         assert _rel(fast(x), other(x)) < 1e-4
 
 
-def test_auto_chooses_per_shape_and_never_a_wrong_kernel(tmp_path, monkeypatch):
-    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path / "cache"))
+def _wrong() -> Algorithm:
+    """A wrong algorithm: compiles and runs, off by O(1)."""
     good = novagen.algorithm("F(2,3)/classic")
     AT = [list(row) for row in good.AT]
-    AT[0][0] += Fraction(1, 2)  # a wrong algorithm: compiles and runs, off by O(1)
-    wrong = Algorithm(good.m, good.r, tuple(map(tuple, AT)), good.G, good.BT, None, "F(2,3)/wrong")
+    AT[0][0] += Fraction(1, 2)
+    return Algorithm(good.m, good.r, tuple(map(tuple, AT)), good.G, good.BT, None, "F(2,3)/wrong")
+
+
+def test_auto_chooses_per_shape_and_never_a_wrong_kernel(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path / "cache"))
+    wrong = _wrong()
     conv = torch.nn.Conv2d(32, 32, 3, padding=1).eval()
     mod = KernelConv2d(conv, [wrong, novagen.algorithm("F(4,3)/best")])
     x = torch.randn(1, 32, 20, 20)
@@ -129,6 +134,178 @@ def test_replace_auto_with_example_inputs_reports_choices(tmp_path, monkeypatch)
     rows = report.choices()
     assert [r["layer"] for r in rows] == ["c1", "c2", "c3"]
     assert all(r["label"] in ("torch", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best") and r["why"] for r in rows)
+    with torch.no_grad():
+        assert _rel(fast(x), model(x)) < 1e-4
+
+
+class Block(torch.nn.Module):
+    """A torchvision ResNet block's wiring: BatchNorms after the convs, one ReLU module called twice."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(c)
+        self.conv2 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(c)
+        self.relu = torch.nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + x)
+
+
+class Wired(torch.nn.Module):
+    """VGG's wiring (a ReLU module per conv, in a Sequential), a ResNet block, and a functional ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(inplace=True),
+            torch.nn.MaxPool2d(2))
+        self.block = Block(16)
+        self.head = torch.nn.Conv2d(16, 8, 3, padding=0)
+
+    def forward(self, x):
+        return torch.nn.functional.relu(self.head(self.block(self.features(x))))
+
+
+def _with_statistics(model: torch.nn.Module, x: "torch.Tensor") -> torch.nn.Module:
+    """`model` as training leaves it: BatchNorm scales and shifts away from 1 and 0, running statistics of
+    data (a few training-mode passes, cumulative average)."""
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.normal_(m.bias, 0.0, 0.2)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x + 0.1 * torch.randn_like(x))
+    return model.eval()
+
+
+def test_epilogues_fuse_where_only_the_conv_feeds_them():
+    from novagen.torch.epilogue import FusedBatchNorm2d, FusedReLU
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 22, 18)
+    model = _with_statistics(Wired(), x)
+    fast, report = ntorch.replace_conv2d(model, "F(4,3)/nova", backend="c", return_report=True)
+    assert report.fused == [
+        {"conv": "features.0", "batchnorm": None, "relu": "features.1"},
+        {"conv": "features.2", "batchnorm": "features.3", "relu": "features.4"},
+        {"conv": "block.conv1", "batchnorm": "block.bn1", "relu": None},  # the ReLU module is called twice
+        {"conv": "block.conv2", "batchnorm": "block.bn2", "relu": None},  # its output goes to an add
+    ] and report.not_fused is None  # head: a functional ReLU stays
+    assert type(fast.features[1]) is FusedReLU and type(fast.block.relu) is torch.nn.ReLU
+    assert type(fast.block.bn1) is FusedBatchNorm2d and fast.block.conv1.epilogue.bn is fast.block.bn1
+    with torch.no_grad():
+        ref = model(x)
+        assert _rel(fast(x), ref) < 1e-4
+        assert _rel(torch.compile(fast)(x), ref) < 1e-4
+    ep = torch.export.export(ntorch.replace_conv2d(model, "F(4,3)/nova", backend="c"), (x,))
+    targets = [str(node.target) for node in ep.graph.nodes]
+    assert sum("novagen.winograd_conv2d" in t for t in targets) == 5
+    assert not any("batch_norm" in t for t in targets)
+    # the state dict keeps the original keys; another model's weights and statistics are seen at once
+    assert list(fast.state_dict()) == list(model.state_dict())
+    other = _with_statistics(Wired(), torch.randn_like(x))
+    fast.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert _rel(fast(x), other(x)) < 1e-4
+        # training mode: batch statistics, and the running ones updated as the original model does
+        fast.train()
+        other.train()
+        assert _rel(fast(x), other(x)) < 1e-4
+    for a, b in zip(fast.state_dict().values(), other.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6)
+    unfused, report = ntorch.replace_conv2d(model, "F(4,3)/nova", backend="c", fuse=False, return_report=True)
+    assert report.fused == [] and not any(isinstance(m, (FusedReLU, FusedBatchNorm2d)) for m in unfused.modules())
+
+
+def test_auto_decides_with_the_fused_epilogue(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 20, 20)
+    model = _with_statistics(Wired(), x)
+    fast, report = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
+    assert len(report.fused) == 4 and len(report.choices()) == 5
+    assert all(not r["failed"] for r in report.choices())  # the gate's reference has the BatchNorm and ReLU
+    with torch.no_grad():
+        assert _rel(fast(x), model(x)) < 1e-4
+
+
+class Branchy(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(x)) if x.sum() > 0 else self.conv(x)
+
+
+def test_a_model_fx_cannot_trace_is_replaced_without_fusion():
+    model = Branchy().eval()
+    fast, report = ntorch.replace_conv2d(model, "F(2,3)/classic", backend="c", return_report=True)
+    assert report.replaced == ["conv"] and report.fused == [] and "torch.fx cannot trace" in report.not_fused
+    x = torch.randn(1, 4, 9, 9).abs()
+    with torch.no_grad():
+        assert _rel(fast(x), model(x)) < 1e-4
+
+
+def test_auto_times_candidates_inside_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.randn(1, 3, 24, 24)
+    fast, report = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
+    rows = report.choices()
+    assert [r["layer"] for r in rows] == ["c1", "c2", "c3"]
+    for r in rows:
+        assert r["why"].endswith("(in the model)") and not r["cached"] and not r["failed"]
+        assert set(r["times_ms"]) == {"torch", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best"}
+        assert r["times_ms"][r["label"]] == min(r["times_ms"].values())
+    _, again = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
+    assert [(r["label"], r["cached"]) for r in again.choices()] == [(r["label"], True) for r in rows]
+
+
+def test_auto_in_the_model_never_picks_a_wrong_kernel(tmp_path, monkeypatch):
+    from novagen.torch.auto import decide_in_model
+
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.randn(1, 3, 24, 24)
+    fast = ntorch.replace_conv2d(model, "F(4,3)/best", backend="c")
+    wrong = _wrong()
+    for name in ("c2", "c3"):
+        setattr(fast, name, KernelConv2d(getattr(model, name), [wrong, novagen.algorithm("F(4,3)/best")]))
+    assert decide_in_model(fast, (x,), {name: fast.get_submodule(name) for name in ("c1", "c2", "c3")}) == ["c2", "c3"]
+    for name in ("c2", "c3"):
+        d = getattr(fast, name).decisions[0]
+        assert d["failed"] == ["F(2,3)/wrong"] and d["label"] != "F(2,3)/wrong" and d["errors"]["F(2,3)/wrong"] > 0.01
+    with torch.no_grad():
+        assert _rel(fast(x), model(x)) < 1e-4
+
+
+class Twice(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(torch.relu(self.conv(x)))
+
+
+def test_a_layer_called_twice_is_decided_on_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path / "cache"))
+    model = Twice().eval()
+    x = torch.randn(1, 8, 16, 16)
+    fast, report = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
+    assert [r["why"].endswith("(cold weights)") for r in report.choices()] == [True]
     with torch.no_grad():
         assert _rel(fast(x), model(x)) < 1e-4
 

@@ -1,22 +1,28 @@
 """`algorithm="auto"` for PyTorch: per layer shape, memory format and thread count, the fastest of the
-catalog's fp32 algorithms (one per tile size) and torch's own conv2d, measured once through the timing
-harness (every candidate's output checked against float64 first: a wrong one is never chosen) and cached on
-disk by shape, machine and kernel hash.  Each timed run starts with the layer's weights (w, every U) and the
-kernel workspaces evicted from the caches (MEASUREMENT), as they are when the layer runs inside a model."""
+catalog's fp32 algorithms (one per tile size) and torch's own conv2d, every candidate's output checked
+against float64 first (a wrong one is never chosen), cached on disk by shape, machine and kernel hash.
+
+Two ways to measure.  Given the model and an input (`decide_in_model`, what `replace_conv2d(...,
+example_inputs=...)` does), each layer's candidates are timed where they run: inside the model's forward
+pass, the layer's own call timed, so its weights, input and neighbours are as they will be.  A layer met
+first on its own (`decide`) is timed alone, each run after its weights (w, every U) and the kernel
+workspaces leave the caches (MEASUREMENT), the nearest a single layer gets to running inside a model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from novagen.backends.c import kernel_library
 from novagen.backends.cacheflush import flush
 from novagen.backends.toolchain import cache_dir
 from novagen.files import atomic_write, output_folder
-from novagen.timing import FP32_BOUND, Candidate, fastest, machine_info, measure, wall_seconds
+from novagen.timing import FP32_BOUND, Candidate, fastest, machine_info, measure, relative_error, wall_seconds
 from novagen.version import __version__
 
 TORCH = "torch"
@@ -29,12 +35,16 @@ REPEATS = 7
 MEASUREMENT = "cold weights"
 """Timed hot, F(6,3) won ResNet-18's 512-channel layers by 1.3x and then ran slower than torch inside the
 model, where its 4.4x larger U comes from memory."""
+IN_MODEL = "in the model"
+"""Timed cold, F(4,3) won ResNet-18's 128- and 256-channel layers and ran 1.06-1.2x slower than oneDNN
+inside the model (torch profiler); hence timing inside the model whenever a model and input are given."""
 
 
 def _cache_key(conv: Any, key: tuple[Any, ...]) -> str:
     m = machine_info()
     kernels = sorted(kernel_library(alg).built.key for alg in conv.algorithms.values())
-    text = json.dumps([list(map(str, key)), list(conv.padding), conv.bias is not None, m["cpu"], m["vector"],
+    _, bias, relu = conv.kernel_parameters()
+    text = json.dumps([list(map(str, key)), list(conv.padding), bias is not None, relu, m["cpu"], m["vector"],
                        kernels, torch.__version__, __version__, MEASUREMENT])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -48,12 +58,11 @@ def _cold(conv: Any) -> Any:
 
 
 def decide(conv: Any, x: torch.Tensor) -> dict[str, Any]:
-    """The fastest correct candidate for `conv` (a `fast.KernelConv2d`: its algorithms, `key` and `run`) on
-    inputs like `x` (see the module docstring): a dict with
+    """The fastest correct candidate for `conv` (a `fast.KernelConv2d`: its algorithms, `key` and `compute`,
+    with its fused epilogue) on inputs like `x`, timed alone and cold (see the module docstring): a dict with
     the choice (an algorithm's name, or TORCH), its label, the times in ms, the errors, and the reason."""
     key = conv.key(x)
     path = cache_dir() / "torch-auto" / f"{_cache_key(conv, key)}.json"
-    labels = {name: alg.label for name, alg in conv.algorithms.items()}
     if path.is_file():
         try:
             doc = json.loads(path.read_text())
@@ -63,24 +72,135 @@ def decide(conv: Any, x: torch.Tensor) -> dict[str, Any]:
             pass
     with torch.no_grad():
         xd = x.detach()
-        ref = torch.nn.functional.conv2d(xd.double(), conv.weight.double(),
-                                         None if conv.bias is None else conv.bias.double(), 1, conv.padding).numpy()
-        cands = [Candidate(TORCH, lambda: conv.run(xd, TORCH), lambda y: y.numpy(), FP32_BOUND)]
-        cands += [Candidate(name, lambda name=name: conv.run(xd, name), lambda y: y.numpy(), FP32_BOUND)
+        ref = _reference(conv, xd)
+        cands = [Candidate(TORCH, lambda: conv.compute(xd, TORCH), lambda y: y.numpy(), FP32_BOUND)]
+        cands += [Candidate(name, lambda name=name: conv.compute(xd, name), lambda y: y.numpy(), FP32_BOUND)
                   for name in conv.algorithms]
         times = measure(cands, ref, REPEATS, order="alternating", timer=_cold(conv))
+    doc = _decision(conv, key, x, times, MEASUREMENT)
+    output_folder(path.parent)
+    atomic_write(path, json.dumps(doc), overwrite=True)
+    return {**doc, "cached": False}
+
+
+def _decision(conv: Any, key: tuple[Any, ...], x: torch.Tensor, times: dict[str, Any], how: str) -> dict[str, Any]:
+    """The decision record of one layer from its candidates' Timings: choice, label, times, errors, reason."""
+    labels = {name: alg.label for name, alg in conv.algorithms.items()}
     best = fastest(times)
     choice = TORCH if best is None else best.name
     base = times[TORCH].median_ms
     if choice == TORCH:
-        why = f"torch's conv2d {base:.3g} ms beats every Winograd kernel ({MEASUREMENT})"
+        why = f"torch's conv2d {base:.3g} ms beats every Winograd kernel ({how})"
     else:
-        why = f"{labels[choice]} {times[choice].median_ms:.3g} ms against torch's {base:.3g} ms ({MEASUREMENT})"
-    doc = {"choice": choice, "label": labels.get(choice, TORCH), "shape": [int(v) for v in x.shape],
-           "channels_last": bool(key[4]), "threads": int(key[5]), "why": why,
-           "times_ms": {labels.get(n, TORCH): t.median_ms for n, t in times.items()},
-           "errors": {labels.get(n, TORCH): t.error for n, t in times.items()},
-           "failed": [labels.get(n, TORCH) for n, t in times.items() if not t.passed]}
-    output_folder(path.parent)
-    atomic_write(path, json.dumps(doc), overwrite=True)
-    return {**doc, "cached": False}
+        why = f"{labels[choice]} {times[choice].median_ms:.3g} ms against torch's {base:.3g} ms ({how})"
+    return {"choice": choice, "label": labels.get(choice, TORCH), "shape": [int(v) for v in x.shape],
+            "channels_last": bool(key[4]), "threads": int(key[5]), "why": why,
+            "times_ms": {labels.get(n, TORCH): t.median_ms for n, t in times.items()},
+            "errors": {labels.get(n, TORCH): t.error for n, t in times.items()},
+            "failed": [labels.get(n, TORCH) for n, t in times.items() if not t.passed]}
+
+
+def _reference(conv: Any, x: torch.Tensor) -> np.ndarray:
+    """What the layer's kernel call must compute (its conv with the fused epilogue), in float64."""
+    w, b, relu = conv.kernel_parameters()
+    ref = torch.nn.functional.conv2d(x.double(), w.double(), None if b is None else b.double(), 1, conv.padding)
+    return (ref.relu() if relu else ref).numpy()
+
+
+def decide_in_model(model: torch.nn.Module, inputs: Sequence[Any], layers: Mapping[str, Any],
+                    repeats: int = REPEATS) -> list[str]:
+    """Choose for the `fast.KernelConv2d` layers of `model` (by name) that have several candidates, timing
+    them inside the model run on `inputs`: each forward pass runs one candidate in every layer (the
+    candidates take turns, pass by pass, after one pass each to warm up) and times each layer's call by
+    itself.  First the correctness gate, per layer on the input it gets in the model.  Layers called more
+    than once per pass are left to `decide`.  The choices are cached on disk for the whole list of layers
+    (what a layer costs depends on what runs around it).  Returns the names of the layers decided."""
+    convs = {name: m for name, m in layers.items() if len(m.algorithms) > 1}
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in convs}
+    hooks = [m.register_forward_pre_hook(lambda _, args, name=name: seen[name].append(args[0].detach()))
+             for name, m in convs.items()]
+    try:
+        _forward(model, inputs, {name: TORCH for name in convs})
+    finally:
+        for h in hooks:
+            h.remove()
+    xs = {name: got[0] for name, got in seen.items() if len(got) == 1}
+    if not xs:
+        return []
+    keys = {name: convs[name].key(x) for name, x in xs.items()}
+    path = cache_dir() / "torch-auto" / f"model-{_model_key(convs, keys)}.json"
+    docs = _cached_model(path, convs, keys)
+    if docs is None:
+        docs = _time_in_model(model, inputs, {n: convs[n] for n in xs}, xs, keys, repeats)
+        output_folder(path.parent)
+        atomic_write(path, json.dumps(docs), overwrite=True)
+    for name, doc in docs.items():
+        convs[name].choices[keys[name]] = doc["choice"]
+        convs[name].decisions.append(doc)
+    return list(docs)
+
+
+def _forward(model: torch.nn.Module, inputs: Sequence[Any], trial: dict[str, str]) -> dict[str, list[float]]:
+    """One forward pass with each named layer running its `trial` candidate; the seconds of each layer's call."""
+    seconds: dict[str, list[float]] = {name: [] for name in trial}
+    mods = dict(model.named_modules())
+    for name, choice in trial.items():
+        mods[name].trial = (choice, seconds[name])
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for name in trial:
+            mods[name].trial = None
+    return seconds
+
+
+def _model_key(convs: dict[str, Any], keys: dict[str, tuple[Any, ...]]) -> str:
+    layers = [[name, _cache_key(convs[name], key)] for name, key in keys.items()]
+    return hashlib.sha256(json.dumps([layers, IN_MODEL]).encode()).hexdigest()[:32]
+
+
+def _cached_model(path: Any, convs: dict[str, Any], keys: dict[str, Any]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        docs = json.loads(path.read_text())
+        if set(docs) == set(keys) and all(d["choice"] == TORCH or d["choice"] in convs[n].algorithms
+                                          for n, d in docs.items()):
+            return {n: {**d, "cached": True} for n, d in docs.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _time_in_model(model: torch.nn.Module, inputs: Sequence[Any], convs: dict[str, Any],
+                   xs: dict[str, torch.Tensor], keys: dict[str, tuple[Any, ...]], repeats: int) -> dict[str, Any]:
+    from novagen.timing import Timing
+
+    cands = {name: [TORCH, *conv.algorithms] for name, conv in convs.items()}
+    errors: dict[str, dict[str, float]] = {}
+    with torch.no_grad():
+        for name, conv in convs.items():
+            ref = _reference(conv, xs[name])
+            errors[name] = {c: relative_error(conv.compute(xs[name], c).numpy(), ref) for c in cands[name]}
+    samples: dict[str, dict[str, list[float]]] = {name: {c: [] for c in cands[name]} for name in convs}
+    width = max(len(c) for c in cands.values())
+    for rnd in range(repeats + 1):
+        for turn in range(width):
+            j = (turn + rnd) % width  # the order of the candidates changes every round
+            trial = {}
+            for name, cs in cands.items():
+                c = cs[j % len(cs)]
+                trial[name] = c if errors[name][c] <= FP32_BOUND else TORCH
+            got = _forward(model, inputs, trial)
+            if rnd == 0:
+                continue  # warm-up round
+            for name, c in trial.items():
+                samples[name][c].extend(got[name][:1])
+    docs = {}
+    for name, conv in convs.items():
+        times = {c: Timing(c, tuple(s * 1e3 for s in samples[name][c]) or (float("inf"),), errors[name][c],
+                           FP32_BOUND) for c in cands[name]}
+        docs[name] = {**_decision(conv, keys[name], xs[name], times, IN_MODEL), "cached": False}
+    return docs
+

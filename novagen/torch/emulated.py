@@ -155,6 +155,8 @@ class Replacement:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     model: Any = field(default=None, repr=False, compare=False)
     scales: dict[str, Any] = field(default_factory=dict)  # calibrated static scales by layer
+    fused: list[dict[str, Any]] = field(default_factory=list)  # fast backend: epilogues run inside the convs
+    not_fused: str | None = None  # why no epilogue was fused (the model is not traceable)
 
     def choices(self) -> list[dict[str, Any]]:
         """Per replaced layer and input shape: the choice, its times and why (the fast backend's "auto")."""

@@ -4,17 +4,20 @@ Two custom operators (`torch.library`), each with a fake implementation so `torc
 `torch.export` trace through them:
 
 - `novagen::winograd_weights(w, algorithm)`: U = G·w·Gᵀ packed for the kernel, from fp32 weights (K, C, r, r);
-- `novagen::winograd_conv2d(x, u, bias, algorithm, padding)`: y from x (NCHW, or channels_last memory),
-  U and an optional bias, on `torch.get_num_threads()` threads.
+- `novagen::winograd_conv2d(x, u, bias, algorithm, padding, out_channels, relu)`: y from x (NCHW, or
+  channels_last memory), U, an optional bias and an optional ReLU, on `torch.get_num_threads()` threads.
 
 `algorithm` is an algorithm's content hash, registered by `register`; the kernel library is built (or
-taken from the cache) once per algorithm.  `WinogradKernelConv2d` keeps U as a buffer, transformed again
-when its weight changes (in eager mode; a compiled model assumes inference weights stay put).
+taken from the cache) once per algorithm.  `KernelConv2d` keeps U per algorithm, transformed again when
+its weight changes (in eager mode; a compiled model assumes inference weights stay put), and runs the
+epilogue fused into it (`Epilogue`: the model's BatchNorm folded into the weights, a ReLU).
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,6 +30,7 @@ from novagen.torch.auto import TORCH, decide
 
 _ALGORITHMS: dict[str, Algorithm] = {}
 """Algorithms by content hash: what the operators' `algorithm` strings name."""
+_LIBRARIES: dict[str, KernelLibrary] = {}
 _WORKSPACES = threading.local()
 """Per thread, the kernel workspace of the last shape each algorithm ran (reused: no page faults per call)."""
 
@@ -38,9 +42,14 @@ def register(alg: Algorithm) -> str:
 
 
 def _library(name: str) -> KernelLibrary:
-    if name not in _ALGORITHMS:
-        raise InputError(f"algorithm {name[:16]}… is not registered with novagen.torch.fast.register")
-    return kernel_library(_ALGORITHMS[name])
+    """The kernel library of a registered algorithm, by content hash (looked up on every call: hashing the
+    algorithm's exact matrices for `kernel_library`'s cache cost ~30 µs a call)."""
+    lib = _LIBRARIES.get(name)
+    if lib is None:
+        if name not in _ALGORITHMS:
+            raise InputError(f"algorithm {name[:16]}… is not registered with novagen.torch.fast.register")
+        lib = _LIBRARIES[name] = kernel_library(_ALGORITHMS[name])
+    return lib
 
 
 def _out_hw(x: torch.Tensor, r: int, padding: list[int]) -> tuple[int, int]:
@@ -68,13 +77,13 @@ def _(w: torch.Tensor, algorithm: str) -> torch.Tensor:
 
 @torch.library.custom_op("novagen::winograd_conv2d", mutates_args=())
 def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, algorithm: str,
-                    padding: list[int], out_channels: int) -> torch.Tensor:
+                    padding: list[int], out_channels: int, relu: bool = False) -> torch.Tensor:
     lib = _library(algorithm)
     n, c, h, w = (int(v) for v in x.shape)
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     xc = x.to(torch.float32).contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     pads = ((padding[0], padding[0]), (padding[1], padding[1]))
-    s = lib.shape(n, c, h, w, out_channels, pads, "NHWC" if nhwc else "NCHW", torch.get_num_threads())
+    s = lib.shape(n, c, h, w, out_channels, pads, "NHWC" if nhwc else "NCHW", torch.get_num_threads(), relu)
     y = torch.empty((n, out_channels, int(s.oh), int(s.ow)), dtype=torch.float32,
                     memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     b = None if bias is None else bias.to(torch.float32).contiguous()
@@ -85,7 +94,7 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None,
 
 @winograd_conv2d.register_fake
 def _(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, algorithm: str, padding: list[int],
-      out_channels: int) -> torch.Tensor:
+      out_channels: int, relu: bool = False) -> torch.Tensor:
     oh, ow = _out_hw(x, _ALGORITHMS[algorithm].r, padding)
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.empty((x.shape[0], out_channels, oh, ow), dtype=torch.float32, device=x.device,
@@ -103,6 +112,27 @@ def _workspace(algorithm: str, lib: KernelLibrary, s: Any) -> torch.Tensor:
     return buf
 
 
+@dataclass
+class Epilogue:
+    """What a `KernelConv2d` applies to its output besides its bias, in place of the modules of the model that
+    followed it (`novagen.torch.epilogue`): a BatchNorm2d of the model, folded into the weights while it is
+    in eval mode and applied as it is in training, then a ReLU (in the kernel's output transform)."""
+
+    bn: nn.BatchNorm2d | None = None
+    relu: bool = False
+
+
+def fold_batchnorm(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of conv-then-`bn` (eval mode) as one convolution, folded in float64."""
+    inv = torch.rsqrt(bn.running_var.double() + bn.eps)  # type: ignore[union-attr]
+    scale = inv * bn.weight.double() if bn.weight is not None else inv
+    shift = bn.bias.double() if bn.bias is not None else torch.zeros_like(scale)
+    b0 = b.double() if b is not None else torch.zeros_like(scale)
+    mean = bn.running_mean.double()  # type: ignore[union-attr]
+    return ((w.double() * scale.view(-1, 1, 1, 1)).to(w.dtype),
+            ((b0 - mean) * scale + shift).to(w.dtype))
+
+
 class KernelConv2d(nn.Module):
     """Drop-in for a 3×3 stride-1 `nn.Conv2d` (groups 1, zero padding, fp32) that runs novagen's C kernel
     through the `novagen::winograd_conv2d` operator, or torch's conv2d where that is faster.
@@ -110,8 +140,10 @@ class KernelConv2d(nn.Module):
     With one algorithm it always runs that one.  With several (`algorithm="auto"`), each input shape
     (with its memory format and thread count) gets the fastest correct candidate, measured on its first
     eager call (`novagen.torch.auto.decide`, cached on disk) or chosen ahead with `decide(x)`.  The state
-    dict has the conv's own keys (weight, bias); U is a buffer per algorithm, transformed again when the
-    weight changes (in eager mode: a compiled model assumes inference weights stay put)."""
+    dict has the conv's own keys (weight, bias); U is kept per algorithm, transformed again when the
+    weight (or the folded BatchNorm) changes (in eager mode: a compiled model assumes inference weights stay
+    put).  `epilogue` is what the conv also computes for the modules after it (empty unless
+    `novagen.torch.epilogue.fuse_epilogues` set it)."""
 
     def __init__(self, conv: nn.Conv2d, algorithms: list[Algorithm]) -> None:
         super().__init__()
@@ -129,40 +161,86 @@ class KernelConv2d(nn.Module):
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=conv.weight.requires_grad)
         self.bias = (nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
                      if conv.bias is not None else None)
+        self.epilogue = Epilogue()
         self.choices: dict[tuple[Any, ...], str] = {}
         self.decisions: list[dict[str, Any]] = []
-        self._u: dict[str, tuple[tuple[int, int], torch.Tensor]] = {}
+        self.trial: tuple[str, list[float]] | None = None
+        """While `auto` times candidates inside the model: the one to run, and where each call's seconds go."""
+        self._u: dict[str, tuple[tuple[Any, ...], torch.Tensor]] = {}
+        self._folded: tuple[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def extra_repr(self) -> str:
         algs = ", ".join(a.label for a in self.algorithms.values())
-        return f"{self.in_channels}, {self.out_channels}, algorithms=[{algs}], padding={self.padding}"
+        fused = [name for name, on in (("batchnorm", self.epilogue.bn is not None), ("relu", self.epilogue.relu))
+                 if on]
+        return (f"{self.in_channels}, {self.out_channels}, algorithms=[{algs}], padding={self.padding}"
+                + (f", fused=[{', '.join(fused)}]" if fused else ""))
 
     def key(self, x: torch.Tensor) -> tuple[Any, ...]:
         """What a choice depends on: the input's shape, its memory format and the thread count."""
         nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         return (*x.shape, nhwc, torch.get_num_threads())
 
+    def _folds(self) -> bool:
+        bn = self.epilogue.bn
+        return bn is not None and not bn.training
+
+    def _stamp(self) -> tuple[Any, ...]:
+        """Identity and version of every tensor the kernel's weights come from."""
+        bn = self.epilogue.bn if self._folds() else None
+        sources = [self.weight, self.bias] + ([bn.weight, bn.bias, bn.running_mean, bn.running_var] if bn else [])
+        return tuple((t.data_ptr(), t._version) if t is not None else None for t in sources)
+
+    def kernel_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+        """Weight, bias and ReLU the convolution computes with: its own, or with the BatchNorm folded in
+        (eval mode; the ReLU then runs in the kernel too)."""
+        if not self._folds():
+            return self.weight, self.bias, self.epilogue.relu and self.epilogue.bn is None
+        bn = self.epilogue.bn
+        if torch.compiler.is_compiling():
+            return (*fold_batchnorm(self.weight, self.bias, bn), self.epilogue.relu)  # type: ignore[arg-type]
+        stamp = self._stamp()
+        if self._folded is None or self._folded[0] != stamp:
+            with torch.no_grad():
+                self._folded = (stamp, fold_batchnorm(self.weight, self.bias, bn))  # type: ignore[arg-type]
+        return (*self._folded[1], self.epilogue.relu)
+
     def transformed(self, name: str) -> torch.Tensor:
-        """U of one algorithm for the current weight (transformed again after a change, in eager mode)."""
+        """U of one algorithm for the current weights (transformed again after a change, in eager mode)."""
         held = self._u.get(name)
         if torch.compiler.is_compiling():  # traced: the U of the last eager call, or the operator in the graph
-            return held[1] if held is not None else winograd_weights(self.weight, name)
-        stamp = (self.weight.data_ptr(), self.weight._version)
+            return held[1] if held is not None else winograd_weights(self.kernel_parameters()[0], name)
+        stamp = self._stamp()
         if held is None or held[0] != stamp:
-            held = self._u[name] = (stamp, winograd_weights(self.weight, name))
+            held = self._u[name] = (stamp, winograd_weights(self.kernel_parameters()[0], name))
         return held[1]
 
     def resident(self) -> list[torch.Tensor]:
         """What a timed run should find out of the caches, as inside a model: weight, bias, every U and this
         thread's kernel workspaces."""
         held = [u for _, u in self._u.values()]
-        return [self.weight, self.bias, *held, *_WORKSPACES.__dict__.get("buffers", {}).values()]
+        folded = list(self._folded[1]) if self._folded is not None else []
+        return [self.weight, self.bias, *folded, *held, *_WORKSPACES.__dict__.get("buffers", {}).values()]
+
+    def compute(self, x: torch.Tensor, choice: str) -> torch.Tensor:
+        """One candidate's convolution with the kernel's parameters (`kernel_parameters`): an algorithm's name
+        (content hash) or TORCH."""
+        w, b, relu = self.kernel_parameters()
+        if choice == TORCH:
+            y = nn.functional.conv2d(x, w, b, 1, self.padding)
+            return torch.relu(y) if relu else y
+        return winograd_conv2d(x, self.transformed(choice), b, choice, list(self.padding), self.out_channels, relu)
 
     def run(self, x: torch.Tensor, choice: str) -> torch.Tensor:
-        """The output of one candidate: an algorithm's name (content hash) or TORCH."""
-        if choice == TORCH:
-            return nn.functional.conv2d(x, self.weight, self.bias, 1, self.padding)
-        return winograd_conv2d(x, self.transformed(choice), self.bias, choice, list(self.padding), self.out_channels)
+        """The module's output with one candidate: the convolution, then what of the epilogue it did not fold
+        (a BatchNorm in training mode, and the ReLU after it)."""
+        y = self.compute(x, choice)
+        bn = self.epilogue.bn
+        if bn is not None and bn.training:
+            y = nn.BatchNorm2d.forward(bn, y)
+            if self.epilogue.relu:
+                y = torch.relu(y)
+        return y
 
     def decide(self, x: torch.Tensor) -> str:
         """The choice for x's key: the only algorithm, or the fastest correct candidate (measured once)."""
@@ -177,6 +255,12 @@ class KernelConv2d(nn.Module):
         return self.choices[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.trial is not None:
+            choice, seconds = self.trial
+            start = time.perf_counter()
+            y = self.run(x, choice)
+            seconds.append(time.perf_counter() - start)
+            return y
         key = self.key(x)
         choice = self.choices.get(key)
         if choice is None:

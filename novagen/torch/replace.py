@@ -41,18 +41,24 @@ def _fast_algorithms(algorithm: str | AnyAlgorithm) -> list[Algorithm]:
 def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: str | Policy = "fp32", *,
                    backend: str = "emulate", others: str = "keep", inplace: bool = False,
                    example_inputs: Sequence[Any] | None = None, calibrate: Any = None,
-                   calibrate_method: str = "percentile", return_report: bool = False) -> Any:
+                   calibrate_method: str = "percentile", fuse: bool = True, return_report: bool = False) -> Any:
     """A copy of `model` whose eligible 3×3 stride-1 convolutions (groups 1, zero padding) run novagen's.
 
     backend "emulate": `algorithm` (or "direct", the precision baseline) under `precision`, emulated
     (accuracy studies); ineligible convolutions are left alone (others="keep") or computed directly in the
-    same precision (others="direct").  backend "c": the generated C kernel (fp32) as a PyTorch operator,
-    `algorithm` one algorithm or "auto": per layer, the fastest of the catalog's fp32 algorithms and torch's
-    own conv2d, measured on the first call with each input shape, or at once when `example_inputs` are given
-    (the model is run on them).  With `calibrate` (input batches, a tensor of inputs, or (input, label)
-    pairs), the int8/fp8 stages get static scales calibrated on that data (`novagen.torch.calibrate`).  The
-    report (`model.novagen_replacement`, or returned with `return_report=True`) lists what was replaced and
-    what was left, for "auto" what each layer chose, and the calibrated scales.
+    same precision (others="direct").
+
+    backend "c": the generated C kernel (fp32) as a PyTorch operator, `algorithm` one algorithm or "auto":
+    per layer, the fastest of the catalog's fp32 algorithms and torch's own conv2d, measured on the first call
+    with each input shape, or at once and inside the model when `example_inputs` are given (the model is run
+    on them: `novagen.torch.auto.decide_in_model`).  With `fuse`, the BatchNorm2d and ReLU modules that only a
+    replaced conv feeds run inside it (`novagen.torch.epilogue`; the model keeps its structure and state-dict
+    keys).
+
+    With `calibrate` (input batches, a tensor of inputs, or (input, label) pairs), the int8/fp8 stages get
+    static scales calibrated on that data (`novagen.torch.calibrate`).  The report
+    (`model.novagen_replacement`, or returned with `return_report=True`) lists what was replaced and what was
+    left, what was fused, for "auto" what each layer chose, and the calibrated scales.
     """
     if backend not in BACKENDS:
         raise InputError(f"backend '{backend}' is not known: use {' or '.join(BACKENDS)}")
@@ -76,8 +82,16 @@ def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: s
                 report.replaced.append(name)
             else:
                 report.skipped.append((name, reason))
+        if fuse and report.replaced:
+            from novagen.torch.epilogue import fuse_epilogues
+
+            report.fused, report.not_fused = fuse_epilogues(out)
         out.novagen_replacement = report  # type: ignore[assignment]
         if example_inputs is not None:
+            if not out.training:  # timed where each layer runs (train mode would move BatchNorm statistics)
+                from novagen.torch.auto import decide_in_model
+
+                decide_in_model(out, example_inputs, {name: out.get_submodule(name) for name in report.replaced})
             with torch.no_grad():
                 out(*example_inputs)
         return (out, report) if return_report else out
