@@ -87,15 +87,17 @@ def seeded_images(n: int, size: int = 32, channels: int = 3, seed: int = 0) -> t
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Replace every ConvBN (in eval statistics) by one convolution with bias, in place."""
+    from novagen.torch.fast import folded_weights
+
     for name, mod in list(model.named_modules()):
         if isinstance(mod, ConvBN):
             conv, bn = mod[0], mod[1]
-            std = torch.sqrt(bn.running_var + bn.eps)
             fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                               bias=True)
             with torch.no_grad():
-                fused.weight.copy_(conv.weight * (bn.weight / std)[:, None, None, None])
-                fused.bias.copy_(bn.bias - bn.running_mean * bn.weight / std)
+                w, b = folded_weights(conv.weight, conv.bias, bn)
+                fused.weight.copy_(w)
+                fused.bias.copy_(b)
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, fused)

@@ -122,7 +122,7 @@ class Epilogue:
     relu: bool = False
 
 
-def fold_batchnorm(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+def folded_weights(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of conv-then-`bn` (eval mode) as one convolution, folded in float64."""
     inv = torch.rsqrt(bn.running_var.double() + bn.eps)  # type: ignore[union-attr]
     scale = inv * bn.weight.double() if bn.weight is not None else inv
@@ -198,11 +198,11 @@ class KernelConv2d(nn.Module):
             return self.weight, self.bias, self.epilogue.relu and self.epilogue.bn is None
         bn = self.epilogue.bn
         if torch.compiler.is_compiling():
-            return (*fold_batchnorm(self.weight, self.bias, bn), self.epilogue.relu)  # type: ignore[arg-type]
+            return (*folded_weights(self.weight, self.bias, bn), self.epilogue.relu)  # type: ignore[arg-type]
         stamp = self._stamp()
         if self._folded is None or self._folded[0] != stamp:
             with torch.no_grad():
-                self._folded = (stamp, fold_batchnorm(self.weight, self.bias, bn))  # type: ignore[arg-type]
+                self._folded = (stamp, folded_weights(self.weight, self.bias, bn))  # type: ignore[arg-type]
         return (*self._folded[1], self.epilogue.relu)
 
     def transformed(self, name: str) -> torch.Tensor:
