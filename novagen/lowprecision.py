@@ -17,10 +17,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from novagen.algebra import Algorithm
+from novagen.catalog import split_name
 from novagen.datasets import Dataset, accuracy, train, trained
 from novagen.errors import InputError
 
@@ -91,3 +94,62 @@ def study(network: str, epochs: int = 2, calibration: int = 256, method: str = "
     return {"network": network, "dataset": {"train": len(data.y_train), "test": len(data.y_test)},
             "epochs": epochs, "calibration_images": calibration, "method": method, "seed": seed, "rows": rows,
             "seconds": round(time.monotonic() - start, 1)}
+
+
+@dataclass
+class Learned:
+    """What a fine-tuning campaign found: its algorithm (learned, snapped, verified) with the power-of-two row
+    scales it learned, and the network's test top-1 in fp32, with the starting algorithm (calibrated) and
+    after fine-tuning."""
+
+    best: Algorithm
+    balancing: tuple[list[int], list[int]]
+    network: str
+    start: str
+    precision: str
+    top1: dict[str, float]
+    losses: list[float]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best": {"name": self.best.label, "points": [str(p) for p in self.best.finite_points or ()],
+                         "hash": self.best.content_hash, "verified": True},
+                "balancing": {"log2_g": self.balancing[0], "log2_b": self.balancing[1]},
+                "network": self.network, "start": self.start, "precision": self.precision, "top1": self.top1,
+                "losses": self.losses, "seconds": round(self.seconds, 1)}
+
+
+def learn(name: str, network: str, start: str, precision: str, epochs: int = 2, calibration: int = 256,
+          method: str = "percentile", seed: int = 0, max_denominator: int = 16,
+          progress: Callable[[str], None] | None = None) -> Learned:
+    """The catalog entry `name` learned by Winograd-aware fine-tuning: the network of `novagen.datasets`
+    trained here (seeded), its eligible convolutions emulated with `start` in `precision` (int8: calibrated
+    per tap first), fine-tuned `epochs` with the points and balancing learned, snapped (denominators up to
+    `max_denominator`) and verified."""
+    from novagen.torch import replace_conv2d
+    from novagen.torch.scales import calibrate
+    from novagen.torch.training import finetune
+
+    say = progress or (lambda message: None)
+    began = time.monotonic()
+    spec, family = split_name(name)
+    if split_name(start)[0] != spec:
+        raise InputError(f"{name}: the starting algorithm {start} is not an {spec}")
+    say(f"training the {network} network")
+    model, data = trained(network, seed)
+    top1 = {"fp32": accuracy(model, data.x_test, data.y_test)}
+    q = replace_conv2d(model, start, precision, others="direct")
+    calib = data.x_train[:calibration]
+    quantized = precision.startswith("int8")
+    if quantized:
+        calibrate(q, calib, method, seed=seed)
+    top1["start"] = accuracy(q, data.x_test, data.y_test)
+    rep = finetune(q, (data.x_train, data.y_train), epochs=epochs, seed=seed, max_denominator=max_denominator,
+                   calibrate=calib if quantized else None, calibrate_method=method, label=family, progress=say)
+    src, alg = next(iter(rep.algorithms.items()))
+    if rep.diverged:
+        raise InputError(f"{name}: fine-tuning {start} in {precision} diverged (every step overflowed or the "
+                         "points left the finite numbers); nothing was learned")
+    top1["finetuned"] = accuracy(q, data.x_test, data.y_test)
+    return Learned(alg, rep.balancing[src], network, start, precision, top1, rep.losses,
+                   time.monotonic() - began)

@@ -8,7 +8,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import novagen  # noqa: E402
-from novagen.torch.learned import LearnedWinogradConv2d, cook_toom, learned_algorithm, quantize  # noqa: E402
+from novagen.torch.learned import (  # noqa: E402
+    LearnedPoints,
+    LearnedWinogradConv2d,
+    cook_toom,
+    learned_algorithm,
+    quantize,
+)
 
 
 @pytest.mark.parametrize("name", ["F(2,3)/classic", "F(4,3)/nova", "F(6,3)/best", "F(8,3)/best"])
@@ -66,6 +72,18 @@ def test_int8_tap_quantization_is_straight_through_and_clips():
     assert torch.allclose(q.detach(), torch.tensor([[64 / 127, -1.0], [1.0, 32 / 127]]))
     q.sum().backward()
     assert torch.equal(x.grad, torch.tensor([[1.0, 0.0], [1.0, 1.0]]))  # the clipped value passes no gradient
+
+
+@pytest.mark.parametrize("name", ["F(4,3)/best", "F(8,3)/best", "F(6,3)/nova"])
+def test_learning_starts_from_the_algorithm_itself_balancing_included(name):
+    """Before any step the parameters build the starting algorithm exactly: a balanced entry keeps its
+    power-of-two row scales (learning them from zero dropped them, and with them F(8,3)/best's fp16 range)."""
+    start = novagen.algorithm(name)
+    lp = LearnedPoints(start)
+    for got, want in zip(lp.matrices(), start.matrices("float64")):
+        assert np.allclose(got.detach().numpy(), want, rtol=1e-12, atol=1e-12)
+    alg = learned_algorithm(lp, max_denominator=16)
+    assert (alg.AT, alg.G, alg.BT) == (start.AT, start.G, start.BT)
 
 
 def test_learned_algorithm_is_snapped_and_verified():

@@ -161,6 +161,47 @@ def test_shipped_campaign_reproduces_its_catalog_entry(capsys, name):
     assert algorithm(entry).content_hash == doc["best"]["hash"]
 
 
+FINETUNE = ('name = "F(6,3)/digits-x"\nspec = "F(6,3)"\nkind = "finetune"\nnetwork = "digits"\n'
+            'start = "F(6,3)/best"\nprecision = "int8-tap"\n')
+
+
+def test_finetune_campaigns_are_checked(tmp_path):
+    bad = tmp_path / "x.toml"
+    bad.write_text(FINETUNE.replace('"finetune"', '"anneal"'))
+    with pytest.raises(InputError, match="kind 'anneal' is not one of search, finetune"):
+        S.load_campaign(bad)
+    bad.write_text(FINETUNE.replace('network = "digits"\n', ""))
+    with pytest.raises(InputError, match="lacks 'network'"):
+        S.load_campaign(bad)
+    bad.write_text(FINETUNE.replace('"F(6,3)/best"', '"F(4,3)/best"'))
+    with pytest.raises(InputError, match="start F\\(4,3\\)/best is not an F\\(6,3\\) algorithm"):
+        S.load_campaign(bad)
+    bad.write_text(FINETUNE + "restarts = 4\n")  # a search setting
+    with pytest.raises(InputError, match="unknown keys restarts for a finetune campaign"):
+        S.load_campaign(bad)
+    bad.write_text(FINETUNE)
+    camp = S.load_campaign(bad)
+    assert camp.kind == "finetune" and camp.settings == {"network": "digits", "start": "F(6,3)/best",
+                                                         "precision": "int8-tap"}
+
+
+def test_shipped_fine_tuned_entries_match_their_campaigns():
+    """Each fine-tuning campaign shipped in search/ has its entry in the catalog, written by that campaign
+    with its settings, and the entry is the starting algorithm's spec with new points."""
+    from novagen.catalog import catalog_entries
+
+    camps = {c.name: c for c in S.shipped_campaigns() if c.kind == "finetune"}
+    assert set(camps) >= {"F(4,3)/digits-int8", "F(6,3)/digits-int8", "F(8,3)/digits-fp16"}
+    entries = {e.name: e for e in catalog_entries()}
+    for name, camp in camps.items():
+        prov = entries[name].provenance
+        assert prov["source"] == "finetune" and prov["campaign"] == f"search/{camp.path.name}"
+        assert prov["settings"] == camp.settings and prov["machine"]["cpu"]
+        assert prov["top1"]["finetuned"] > 0.9
+        start = algorithm(camp.settings["start"])
+        assert entries[name].algorithm.spec == start.spec and entries[name].algorithm.points != start.points
+
+
 def test_campaign_errors(tmp_path):
     bad = tmp_path / "x.toml"
     bad.write_text('name = "F(4,3)/x"\nspec = "F(6,3)"\n')
@@ -264,3 +305,23 @@ def test_package_level_call():
     assert isinstance(res, S.SearchResult) and res.candidates[0].verified
     assert novagen.pareto is S.pareto and novagen.search is S.search
     assert res.history and res.history[-1][0] <= res.evaluations
+
+
+@pytest.mark.slow
+def test_a_finetune_campaign_runs_from_the_cli(capsys, tmp_path):
+    """A fine-tuning campaign trains the digits network, fine-tunes it and prints the learned algorithm: its
+    points and learned row scales rebuild the hash it reports, and it verifies."""
+    pytest.importorskip("torch")
+    from novagen.algebra import Algorithm, scale_taps
+    from novagen.verify import verify
+
+    camp = tmp_path / "f8_3-digits-test.toml"
+    camp.write_text('name = "F(8,3)/digits-test"\nspec = "F(8,3)"\nkind = "finetune"\nnetwork = "digits"\n'
+                    'start = "F(8,3)/best"\nprecision = "fp16"\nepochs = 1\n')
+    assert run(["search", "--campaign", str(camp), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["best"]["name"] == "F(8,3)/digits-test" and doc["campaign"]["reproduces_catalog"] is None
+    plain = Algorithm.from_points("F(8,3)", [*doc["best"]["points"], "inf"])
+    alg = scale_taps(plain, doc["balancing"]["log2_g"], doc["balancing"]["log2_b"])
+    assert alg.content_hash == doc["best"]["hash"] and verify(alg).verified
+    assert doc["top1"]["finetuned"] >= doc["top1"]["start"] - 0.01  # fine-tuning did not wreck the network

@@ -42,7 +42,9 @@ def search_cmd(
     from novagen import pointsearch as S
 
     if list_campaigns:
-        rows = [{"file": c.path.name, "name": c.name, "objective": c.settings.get("objective", "vandermonde"),
+        rows = [{"file": c.path.name, "name": c.name, "kind": c.kind,
+                 "objective": (c.settings.get("objective", "vandermonde") if c.kind == "search" else
+                               f"{c.settings['network']} network in {c.settings['precision']}"),
                  "description": c.description} for c in S.shipped_campaigns()]
         if as_json:
             print_json(rows)
@@ -61,7 +63,9 @@ def search_cmd(
     console = err()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                         TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
-    task = progress.add_task("continuous (CMA-ES)", total=(camp.settings.get("restarts", 4) if camp else restarts),
+    finetuning = camp is not None and camp.kind == "finetune"
+    task = progress.add_task("fine-tuning" if finetuning else "continuous (CMA-ES)",
+                             total=None if finetuning else (camp.settings.get("restarts", 4) if camp else restarts),
                              info="")
 
     try:
@@ -71,6 +75,8 @@ def search_cmd(
                 progress.update(task, completed=ev["restart"],
                                 info=f"restart {ev['restart']}/{ev['restarts']}  {ev['evaluations']:,} evals  "
                                      f"best log-score {ev['best']:.4f}")
+            elif ev["phase"] == "finetune":
+                progress.update(task, description=ev["message"])
             elif ev["phase"] == "pareto":
                 progress.update(task, description="pareto (lattice)", completed=ev["step"], total=ev["steps"],
                                 info=f"weight {ev['weight']:g}  {ev['evaluations']:,} evals")
@@ -115,6 +121,15 @@ def search_cmd(
             status = 1
     if as_json:
         print_json(doc)
+    elif finetuning:
+        console = out()
+        console.print(tables.learned_table(result))
+        c = doc["campaign"]
+        verdict = {True: "[green]reproduces[/green]", False: "[red]does NOT reproduce[/red]",
+                   None: "is not in the catalog yet:"}[c["reproduces_catalog"]]
+        console.print(f"campaign {camp.path.name}: the learned algorithm {verdict} {camp.name}")  # type: ignore[union-attr]
+        if "written" in c:
+            console.print(f"wrote {c['written']}")
     else:
         console = out()
         console.print(tables.search_table(result))

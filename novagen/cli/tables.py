@@ -95,6 +95,25 @@ def search_table(result: Any) -> Table:
     return table
 
 
+def learned_table(result: Any) -> Table:
+    """A fine-tuning campaign's outcome (`lowprecision.Learned`): the learned points beside the start's, and
+    the network's test top-1."""
+    from novagen.catalog import algorithm
+
+    table = Table(title=f"{result.best.label}: learned by fine-tuning the {result.network} network in "
+                        f"{result.precision} from {result.start}, {result.seconds:.0f} s", title_justify="left")
+    for col, just in (("", "left"), ("points", "left"), ("κ(V)", "right"), ("test top-1", "right")):
+        table.add_column(col, justify=just, overflow="fold" if col == "points" else "ellipsis")
+    start = algorithm(result.start)
+    table.add_row("fp32 network", "", "", f"{100 * result.top1['fp32']:.1f} %")
+    table.add_row(result.start, ",".join(format_point(p) for p in start.points),  # type: ignore[union-attr]
+                  fmt(metrics(start)["vandermonde_cond"]), f"{100 * result.top1['start']:.1f} %")
+    table.add_row(result.best.label + " [green](verified)[/green]",
+                  ",".join(format_point(p) for p in result.best.points), fmt(metrics(result.best)["vandermonde_cond"]),
+                  f"{100 * result.top1['finetuned']:.1f} %")
+    return table
+
+
 def pareto_table(result: Any) -> Table:
     a, b = result.objectives
     table = Table(title=f"{result.spec}: Pareto front of {a} against {b}, seed {result.seed}, "

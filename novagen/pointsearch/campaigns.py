@@ -1,5 +1,10 @@
-"""Campaigns: one TOML file per catalog entry saying how it was found (spec, objective, constraints, seed);
-re-running one reproduces the entry."""
+"""Campaigns: one TOML file per catalog entry saying how it was found; re-running one reproduces the entry.
+
+Two kinds.  A search campaign (the default) gives the point search's spec, objective, constraints and seed.
+A fine-tuning campaign (`kind = "finetune"`) gives a network trained here, the algorithm it starts from,
+the precision and the training recipe: the entry is the algorithm Winograd-aware fine-tuning learns
+(`novagen.lowprecision.learn`; needs the torch extra), reproducible on the same machine and torch version
+(training in float32 is not bit-reproducible across CPUs)."""
 
 from __future__ import annotations
 
@@ -15,12 +20,14 @@ from novagen.errors import InputError
 from novagen.files import shorten
 from novagen.limits import short
 from novagen.pointsearch.optimizer import search
-from novagen.pointsearch.results import SearchResult
 from novagen.resources import data_dir
 from novagen.version import __version__
 
-CAMPAIGN_KEYS = {"name", "spec", "objective", "max_denominator", "symmetric", "dyadic", "infinity", "max_abs",
-                 "seed", "restarts", "max_evaluations", "balanced", "description"}
+SEARCH_KEYS = {"objective", "max_denominator", "symmetric", "dyadic", "infinity", "max_abs", "seed", "restarts",
+               "max_evaluations", "balanced"}
+FINETUNE_KEYS = {"network", "start", "precision", "epochs", "calibration", "method", "seed", "max_denominator"}
+KINDS = {"search": (SEARCH_KEYS, set()), "finetune": (FINETUNE_KEYS, {"network", "start", "precision"})}
+"""Per kind: the settings a campaign may give, and those it must."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,7 @@ class Campaign:
     settings: dict[str, Any]
     description: str
     path: Path
+    kind: str = "search"
 
 
 def load_campaign(path: str | Path) -> Campaign:
@@ -55,18 +63,24 @@ def load_campaign(path: str | Path) -> Campaign:
         data = tomllib.loads(p.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"cannot read campaign {shorten(p)}: {short(exc, 200)}") from None
-    unknown = set(data) - CAMPAIGN_KEYS
+    kind = data.get("kind", "search")
+    if kind not in KINDS:
+        raise InputError(f"campaign {p.name}: kind '{kind}' is not one of {', '.join(KINDS)}")
+    allowed, required = KINDS[kind]
+    unknown = set(data) - {"name", "spec", "kind", "description"} - allowed
     if unknown:
-        raise InputError(f"campaign {p.name}: unknown keys {', '.join(sorted(unknown))} "
-                         f"(allowed: {', '.join(sorted(CAMPAIGN_KEYS))})")
-    for key in ("name", "spec"):
+        raise InputError(f"campaign {p.name}: unknown keys {', '.join(sorted(unknown))} for a {kind} campaign "
+                         f"(allowed: {', '.join(sorted(allowed | {'name', 'spec', 'kind', 'description'}))})")
+    for key in ("name", "spec", *sorted(required)):
         if key not in data:
             raise InputError(f"campaign {p.name} lacks '{key}'")
     spec, _ = split_name(data["name"])
     if spec != parse_spec(data["spec"]):
         raise InputError(f"campaign {p.name}: name {data['name']} does not match spec {data['spec']}")
-    settings = {k: v for k, v in data.items() if k not in ("name", "spec", "description")}
-    return Campaign(data["name"], data["spec"], settings, data.get("description", ""), p)
+    if kind == "finetune" and split_name(str(data["start"]))[0] != spec:
+        raise InputError(f"campaign {p.name}: start {data['start']} is not an {data['spec']} algorithm")
+    settings = {k: v for k, v in data.items() if k not in ("name", "spec", "kind", "description")}
+    return Campaign(data["name"], data["spec"], settings, data.get("description", ""), p, kind)
 
 
 def shipped_campaigns() -> list[Campaign]:
@@ -74,12 +88,33 @@ def shipped_campaigns() -> list[Campaign]:
     return [load_campaign(p) for p in sorted(data_dir("search").glob("*.toml"))]
 
 
-def run_campaign(campaign: Campaign, on_progress: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
+def run_campaign(campaign: Campaign, on_progress: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """Re-run a campaign: a SearchResult, or for a fine-tuning campaign a `lowprecision.Learned`."""
+    if campaign.kind == "finetune":
+        from novagen.lowprecision import learn
+
+        def say(message: str) -> None:
+            if on_progress:
+                on_progress({"phase": "finetune", "message": message})
+
+        return learn(campaign.name, progress=say, **campaign.settings)
     return search(campaign.spec, on_progress=on_progress, **campaign.settings)
 
 
-def campaign_provenance(campaign: Campaign, result: SearchResult) -> dict[str, Any]:
+def campaign_provenance(campaign: Campaign, result: Any) -> dict[str, Any]:
     """How a catalog entry was found: enough to re-run it."""
+    if campaign.kind == "finetune":
+        import torch
+
+        from novagen.timing import machine_info
+
+        m = machine_info()
+        return {"source": "finetune", "campaign": f"search/{campaign.path.name}",
+                "description": campaign.description, "settings": campaign.settings,
+                "balancing": {"log2_g": result.balancing[0], "log2_b": result.balancing[1]},
+                "top1": result.top1, "losses": result.losses, "seconds": round(result.seconds, 1),
+                "machine": {"cpu": m["cpu"], "vector": m["vector"], "torch": torch.__version__},
+                "novagen": __version__}
     return {
         "source": "search",
         "campaign": f"search/{campaign.path.name}",

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from novagen.algebra import Algorithm, build
+from novagen.algebra import Algorithm, build, scale_taps, tap_exponents
 from novagen.errors import InputError
 from novagen.points import INF
 
@@ -108,8 +108,9 @@ class LearnedPoints(nn.Module):
         self.m, self.r, self.alpha, self.source = alg.m, alg.r, alg.alpha, alg
         finite = torch.tensor([float(p) for p in pts if p is not INF], dtype=torch.float64)
         self.points = nn.Parameter(finite, requires_grad="points" in learn)
-        self.log2_g = nn.Parameter(torch.zeros(self.alpha, dtype=torch.float64), requires_grad="scales" in learn)
-        self.log2_b = nn.Parameter(torch.zeros(self.alpha, dtype=torch.float64), requires_grad="scales" in learn)
+        g, b = tap_exponents(alg) or ([0] * self.alpha, [0] * self.alpha)  # a balanced start keeps its balancing
+        self.log2_g = nn.Parameter(torch.tensor(g, dtype=torch.float64), requires_grad="scales" in learn)
+        self.log2_b = nn.Parameter(torch.tensor(b, dtype=torch.float64), requires_grad="scales" in learn)
 
     def matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """AT, G, BT from the current points and balancing (float64)."""
@@ -231,13 +232,13 @@ def learned_algorithm(module: LearnedWinogradConv2d | LearnedPoints, max_denomin
                     value = loss(cand)
                     if value < best:
                         best, pts, alg, improved = value, trial, cand, True
-    g = [round(float(v)) for v in module.log2_g.detach()]
-    b = [round(float(v)) for v in module.log2_b.detach()]
+    g, b = learned_balancing(module)
     if any(g) or any(b):  # the learned power-of-two balancing, exactly: the same function
-        two = Fraction(2)
-        G = tuple(tuple(v * two ** gi for v in row) for row, gi in zip(alg.G, g))
-        BT = tuple(tuple(v * two ** bi for v in row) for row, bi in zip(alg.BT, b))
-        AT = tuple(tuple(v / two ** (g[j] + b[j]) for j, v in enumerate(row)) for row in alg.AT)
-        alg = Algorithm(alg.m, alg.r, AT, G, BT, alg.points, name)
+        alg = scale_taps(alg, g, b)
     verify(alg)
     return alg
+
+
+def learned_balancing(module: LearnedPoints) -> tuple[list[int], list[int]]:
+    """The power-of-two exponents of G's and BT's rows that `learned_algorithm` applies (rounded)."""
+    return ([round(float(v)) for v in module.log2_g.detach()], [round(float(v)) for v in module.log2_b.detach()])

@@ -21,7 +21,7 @@ from torch import nn
 from novagen.algebra import Algorithm
 from novagen.errors import InputError
 from novagen.torch.emulated import WinogradConv2d
-from novagen.torch.learned import LearnedPoints, LearnedWinogradConv2d, learned_algorithm
+from novagen.torch.learned import LearnedPoints, LearnedWinogradConv2d, learned_algorithm, learned_balancing
 from novagen.torch.replace import set_submodule
 
 _SURROGATE = {"fp32": "fp32", "fp16": "fp16", "fp16-pure": "fp16", "bf16": "bf16", "bf16-pure": "bf16",
@@ -38,6 +38,7 @@ class FinetuneReport:
     seconds: float = 0.0
     skipped: int = 0                                        # steps skipped for a non-finite loss or gradient
     diverged: list[str] = field(default_factory=list)       # algorithms whose points left the finite numbers
+    balancing: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)  # learned log2 row scales
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"from": src, "learned": alg.label, "points": [str(p) for p in alg.finite_points or ()],
@@ -142,6 +143,7 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
         spec = f"F({lp.m},{lp.r})"
         name = f"{spec}/{label or 'learned'}"
         learned[src] = learned_algorithm(lp, max_denominator, lambda alg, src=src: loss_with(src, alg), name)
+        report.balancing[src] = learned_balancing(lp)
     restore(learned)
     if calibrate is not None:
         run_calibration(model, calibrate, calibrate_method, seed=seed)
