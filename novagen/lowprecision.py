@@ -8,7 +8,8 @@ precision), measured by the exact emulator:
 - fp32, and fp32 trained `epochs` more (what the extra training alone gives);
 - direct int8 with per-output-channel weight scales, calibrated (the baseline a user would otherwise deploy);
 - per Winograd algorithm: int8 per tensor; int8 per tap; int8 per tap, calibrated; fine-tuned (learned points
-  and balancing, snapped, verified, calibrated) — F(4,3) and F(6,3);
+  and balancing, snapped, verified, calibrated); fine-tuned with free matrices (the unverified comparison,
+  dynamic per-tap scales as trained) — F(4,3) and F(6,3);
 - per F(8,3) algorithm: fp16 and bf16, and each fine-tuned.
 """
 
@@ -39,7 +40,8 @@ def _row(label: str, alg: str, precision: str, variant: str, top1: float, start:
 def variant(model: torch.nn.Module, data: Dataset, alg: str, precision: str, how: str, epochs: int = 2,
             calibration: int = 256, method: str = "percentile", seed: int = 0,
             progress: Callable[[str], None] | None = None) -> tuple[float, dict[str, Any]]:
-    """Top-1 of one recipe `how` ("dynamic", "calibrated", "finetuned") and what it learned."""
+    """Top-1 of one recipe `how` ("dynamic", "calibrated", "finetuned"; "free": fine-tuned with free matrices,
+    the unverified comparison, evaluated on its training surrogates) and what it learned."""
     from novagen.torch import replace_conv2d
     from novagen.torch.scales import calibrate
     from novagen.torch.training import finetune
@@ -48,13 +50,14 @@ def variant(model: torch.nn.Module, data: Dataset, alg: str, precision: str, how
     calib = data.x_train[:calibration]
     extra: dict[str, Any] = {}
     quantized = precision.startswith("int8")
-    if how in ("calibrated", "finetuned") and quantized:
+    if how in ("calibrated", "finetuned", "free") and quantized:
         calibrate(q, calib, method, seed=seed)
-    if how == "finetuned":
+    if how in ("finetuned", "free"):
         rep = finetune(q, (data.x_train, data.y_train), epochs=epochs, seed=seed,
+                       learn=("matrices",) if how == "free" else ("points", "scales"),
                        calibrate=calib if quantized else None, calibrate_method=method,
                        label=f"learned-{data.name}-{precision}", progress=progress)
-        extra = {"learned": rep.rows(), "losses": rep.losses}
+        extra = {"learned": rep.rows(), "losses": rep.losses, "verified": how == "finetuned"}
     return accuracy(q, data.x_test, data.y_test), extra
 
 
@@ -85,6 +88,7 @@ def study(network: str, epochs: int = 2, calibration: int = 256, method: str = "
     recipes += [(a, p, "dynamic") for a in half_algorithms for p in ("fp16", "bf16")]
     if epochs:
         recipes += [(a, "int8-tap", "finetuned") for a in int8_algorithms]
+        recipes += [(a, "int8-tap", "free") for a in int8_algorithms]
         recipes += [(a, p, "finetuned") for a in half_algorithms for p in ("fp16", "bf16")]
     for alg, prec, how in recipes:
         say(f"{network}: {alg} {prec} {how}")

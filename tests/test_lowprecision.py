@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import novagen  # noqa: E402
+from novagen.errors import InputError  # noqa: E402
 from novagen.precision import policy  # noqa: E402
 from novagen.precision.emulator import winograd  # noqa: E402
 from novagen.precision.numpy_arrays import NumpyArrays  # noqa: E402
@@ -77,6 +78,28 @@ def test_finetuning_learns_points_that_verify():
     assert q[0].algs[0] == alg and q[0].scales is not None
     with torch.no_grad():
         assert torch.isfinite(q(x[:4])).all()
+
+
+def test_free_matrices_are_the_unverified_comparison():
+    """learn=("matrices",) trains AT, G, BT themselves: the matrices move off the exact algorithm, nothing
+    is snapped or proven, the report says unverified, and the model keeps the trained surrogates."""
+    from novagen.torch.learned import FreeMatrices, LearnedWinogradConv2d, learnable
+
+    torch.manual_seed(0)
+    x = torch.randn(96, 3, 12, 12)
+    yl = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
+    q = replace_conv2d(_net(), "F(4,3)/classic", "int8-tap")
+    rep = finetune(q, (x, yl), epochs=2, batch=32, learn=("matrices",), label="free-test")
+    assert rep.algorithms == {} and rep.unverified == ["F(4,3)/classic"]
+    assert [(r["learned"], r["verified"]) for r in rep.rows()] == [("free matrices", False)]
+    assert isinstance(q[0], LearnedWinogradConv2d) and isinstance(q[0].algo, FreeMatrices) and q[0].algo is q[2].algo
+    start = novagen.algorithm("F(4,3)/classic").matrices("float64")
+    moved = [float(np.abs(got.detach().numpy() - want).max()) for got, want in zip(q[0].algo.matrices(), start)]
+    assert max(moved) > 1e-4  # trained: no longer the exact algorithm's matrices
+    with torch.no_grad():
+        assert torch.isfinite(q(x[:4])).all()
+    with pytest.raises(InputError, match="'matrices' \\(free, unverified\\) goes alone"):
+        learnable(novagen.algorithm("F(4,3)/classic"), ("matrices", "points"))
 
 
 def test_finetuning_skips_non_finite_steps_and_never_ends_in_nan_points():

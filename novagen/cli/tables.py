@@ -170,7 +170,8 @@ def lowprecision_table(doc: dict[str, Any]) -> Table:
         t.add_column(col, justify="left" if col in ("recipe", "learned points (verified)") else "right")
     base = doc["rows"][0]["top1"]
     for r in doc["rows"]:
-        pts = "; ".join(f"{x['learned']}: {', '.join(x['points'])}" for x in r.get("learned", []))
+        pts = "; ".join(f"{x['learned']}: {', '.join(x['points'])}" if x.get("verified", True) else
+                        "free matrices (unverified)" for x in r.get("learned", []))
         delta = (r["top1"] - base) * 100
         t.add_row(r["row"], f"{r['top1']:.1%}", f"{delta:+.1f} pt" if r is not doc["rows"][0] else "",
                   f"{r['seconds']:.0f}", pts)

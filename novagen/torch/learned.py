@@ -122,16 +122,48 @@ class LearnedPoints(nn.Module):
         return f"F({self.m},{self.r}) from {self.source.label}, points={[round(float(p), 4) for p in self.points]}"
 
 
+class FreeMatrices(nn.Module):
+    """AT, G and BT themselves as parameters, started from an algorithm's matrices: training that learns the
+    transforms freely (WinoTrain, 2021; the PSO-derived transforms refined in training of ECCV 2024).  Kept
+    only as the comparison for learned points: after one step the matrices are floats that no longer compute
+    a convolution exactly, and there are no points to snap and prove."""
+
+    def __init__(self, alg: Algorithm) -> None:
+        super().__init__()
+        self.m, self.r, self.alpha, self.source = alg.m, alg.r, alg.alpha, alg
+        AT, G, BT = (torch.tensor([[float(v) for v in row] for row in mat], dtype=torch.float64)
+                     for mat in (alg.AT, alg.G, alg.BT))
+        self.AT, self.G, self.BT = nn.Parameter(AT), nn.Parameter(G), nn.Parameter(BT)
+
+    def matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.AT, self.G, self.BT
+
+    def extra_repr(self) -> str:
+        return f"F({self.m},{self.r}) from {self.source.label}, free matrices (unverified)"
+
+
+def learnable(alg: Algorithm, learn: Sequence[str]) -> LearnedPoints | FreeMatrices:
+    """What training learns of `alg`: its points and/or balancing ("points", "scales"), or, for the
+    unverified comparison only, its matrices ("matrices", alone)."""
+    if "matrices" in learn:
+        if set(learn) != {"matrices"}:
+            raise InputError(f"learn {sorted(set(learn))}: 'matrices' (free, unverified) goes alone; exact "
+                             "algorithms learn points and/or scales")
+        return FreeMatrices(alg)
+    return LearnedPoints(alg, learn)
+
+
 class LearnedWinogradConv2d(nn.Module):
     """A 3×3 (r×r) stride-1 convolution computed by F(m, r) nested on both axes from `LearnedPoints` (its
-    own, made from `alg`, or shared), rounding as `precision` stores (V and U; int8 accumulates exactly)."""
+    own, made from `alg`, or shared; or `FreeMatrices`), rounding as `precision` stores (V and U; int8
+    accumulates exactly)."""
 
-    def __init__(self, conv: nn.Conv2d, alg: Algorithm | LearnedPoints, precision: str = "int8-tap",
+    def __init__(self, conv: nn.Conv2d, alg: Algorithm | LearnedPoints | FreeMatrices, precision: str = "int8-tap",
                  learn: Sequence[str] = ("points", "scales")) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise InputError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
-        self.algo = alg if isinstance(alg, LearnedPoints) else LearnedPoints(alg, learn)
+        self.algo = alg if isinstance(alg, (LearnedPoints, FreeMatrices)) else learnable(alg, learn)
         r = self.algo.r
         if tuple(conv.kernel_size) != (r, r) or tuple(conv.stride) != (1, 1) or conv.groups != 1:
             raise InputError(f"{self.algo.source.label} needs a {r}x{r} stride-1 convolution, groups 1")

@@ -5,7 +5,10 @@ surrogates (`novagen.torch.learned`) that share one `LearnedPoints` per algorith
 algorithm per tile size; the whole network trains with Adam (its weights at `lr`, the points and balancing
 at `lr_points`), rounding straight through.  Then the points are snapped to rationals, moved on the lattice
 while that lowers the loss measured by the exact emulator, verified, and the layers become emulated Winograd
-convolutions of the learned algorithm again (recalibrated when calibration data is given)."""
+convolutions of the learned algorithm again (recalibrated when calibration data is given).
+
+`learn=("matrices",)` is the comparison only: AT, G and BT train as free parameters (`learned.FreeMatrices`),
+nothing is snapped or proven, and the layers stay the trained surrogates (report.unverified)."""
 
 from __future__ import annotations
 
@@ -21,7 +24,14 @@ from torch import nn
 from novagen.algebra import Algorithm
 from novagen.errors import InputError
 from novagen.torch.emulated import WinogradConv2d
-from novagen.torch.learned import LearnedPoints, LearnedWinogradConv2d, learned_algorithm, learned_balancing
+from novagen.torch.learned import (
+    FreeMatrices,
+    LearnedPoints,
+    LearnedWinogradConv2d,
+    learnable,
+    learned_algorithm,
+    learned_balancing,
+)
 from novagen.torch.replace import set_submodule
 
 _SURROGATE = {"fp32": "fp32", "fp16": "fp16", "fp16-pure": "fp16", "bf16": "bf16", "bf16-pure": "bf16",
@@ -39,10 +49,15 @@ class FinetuneReport:
     skipped: int = 0                                        # steps skipped for a non-finite loss or gradient
     diverged: list[str] = field(default_factory=list)       # algorithms whose points left the finite numbers
     balancing: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)  # learned log2 row scales
+    unverified: list[str] = field(default_factory=list)     # learned as free matrices: no exact algorithm
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"from": src, "learned": alg.label, "points": [str(p) for p in alg.finite_points or ()],
-                 "hash": alg.content_hash, "diverged": src in self.diverged} for src, alg in self.algorithms.items()]
+        exact = [{"from": src, "learned": alg.label, "points": [str(p) for p in alg.finite_points or ()],
+                  "hash": alg.content_hash, "diverged": src in self.diverged, "verified": True}
+                 for src, alg in self.algorithms.items()]
+        free = [{"from": src, "learned": "free matrices", "points": [], "hash": None, "diverged": False,
+                 "verified": False} for src in self.unverified]
+        return exact + free
 
 
 CLIP_POINTS = 1.0
@@ -75,7 +90,7 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
         raise InputError("nothing to fine-tune: no emulated Winograd convolution (replace_conv2d(model, alg, "
                          "precision=...) first)")
     report = FinetuneReport()
-    shared: dict[str, LearnedPoints] = {}
+    shared: dict[str, LearnedPoints | FreeMatrices] = {}
     surrogates: dict[str, LearnedWinogradConv2d] = {}
     for name, mod in mods.items():
         a0, a1 = mod.algs
@@ -84,7 +99,7 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
         prec = _SURROGATE.get(mod.policy.name)
         if prec is None:
             raise InputError(f"{name}: precision {mod.policy.name} has no training surrogate ({', '.join(_SURROGATE)})")
-        pts = shared.setdefault(mod.algorithm_label, LearnedPoints(a0, learn))
+        pts = shared.setdefault(mod.algorithm_label, learnable(a0, learn))
         surrogates[name] = LearnedWinogradConv2d(_conv_like(mod), pts, prec)
         set_submodule(model, name, surrogates[name])
         report.layers[name] = mod.algorithm_label
@@ -119,6 +134,10 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
         if progress:
             progress(f"epoch {epoch + 1}/{epochs}: loss {report.losses[-1]:.4f}")
     model.eval()
+    if "matrices" in learn:  # the comparison: the layers keep the trained surrogates, nothing is proven
+        report.unverified = list(shared)
+        report.seconds = time.monotonic() - start
+        return report
     probe = slice(0, min(len(y), 256))
 
     def restore(algs: dict[str, Algorithm]) -> None:
