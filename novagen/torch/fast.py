@@ -138,8 +138,9 @@ class KernelConv2d(nn.Module):
     through the `novagen::winograd_conv2d` operator, or torch's conv2d where that is faster.
 
     With one algorithm it always runs that one.  With several (`algorithm="auto"`), each input shape
-    (with its memory format and thread count) gets the fastest correct candidate, measured on its first
-    eager call (`novagen.torch.auto.decide`, cached on disk) or chosen ahead with `decide(x)`.  The state
+    (with its memory format and thread count) gets the fastest correct candidate, timed inside the model
+    when it is given an input ahead (`novagen.torch.auto.decide_in_model`), else measured alone on its first
+    eager call (`novagen.torch.auto.decide`, or ahead with `decide(x)`); both cached on disk.  The state
     dict has the conv's own keys (weight, bias); U is kept per algorithm, transformed again when the
     weight (or the folded BatchNorm) changes (in eager mode: a compiled model assumes inference weights stay
     put).  `epilogue` is what the conv also computes for the modules after it (empty unless
