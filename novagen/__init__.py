@@ -7,7 +7,8 @@ The light core is imported here; the stages that pull in heavy dependencies load
 
 from typing import Any
 
-from novagen.algebra import Algorithm, AnyAlgorithm, Nested, Spec, balance, build, from_dict, parse_spec
+from novagen.algebra import Algorithm, AnyAlgorithm, Nested, Spec, build, from_dict, parse_spec
+from novagen.balancing import balance
 from novagen.catalog import algorithm, catalog_entries
 from novagen.codegen import compile, generate
 from novagen.errors import (

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from novagen.algebra import Algorithm, AnyAlgorithm, Nested, balance
+from novagen.algebra import Algorithm, AnyAlgorithm, Nested
+from novagen.balancing import balance
 from novagen.catalog import algorithm as lookup_algorithm
 from novagen.errors import InputError
 from novagen.layers import conv_bytes, parse_layer

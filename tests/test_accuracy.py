@@ -6,7 +6,7 @@ import pytest
 
 from novagen import algorithm, verify
 from novagen.accuracy import layer_data, layer_error
-from novagen.algebra import balance
+from novagen.balancing import balance
 from novagen.cli import run
 from novagen.errors import CatalogError, InputError
 

@@ -312,7 +312,8 @@ def test_a_finetune_campaign_runs_from_the_cli(capsys, tmp_path):
     """A fine-tuning campaign trains the digits network, fine-tunes it and prints the learned algorithm: its
     points and learned row scales rebuild the hash it reports, and it verifies."""
     pytest.importorskip("torch")
-    from novagen.algebra import Algorithm, scale_taps
+    from novagen.algebra import Algorithm
+    from novagen.balancing import scale_taps
     from novagen.verify import verify
 
     camp = tmp_path / "f8_3-digits-test.toml"

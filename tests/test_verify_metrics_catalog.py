@@ -144,7 +144,7 @@ def test_catalog_has_reference_entries():
 def test_every_certificate_rechecks(entry):
     """Each shipped certificate matches a fresh construction (balanced where its campaign says so, scaled as
     it learned for a fine-tuned entry) and re-proves."""
-    from novagen.algebra import balance, scale_taps
+    from novagen.balancing import balance, scale_taps
 
     fresh = Algorithm.from_points(entry.algorithm.spec, list(entry.algorithm.points))
     if entry.provenance.get("settings", {}).get("balanced"):

@@ -78,7 +78,7 @@ def exact_algorithm(m: int, r: int, points: tuple[Fraction, ...]) -> Algorithm:
 
 
 def _balanced(AT: np.ndarray, G: np.ndarray, BT: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`algebra.balance` on float matrices: rows of G and BT scaled by powers of two to max |entry| in
+    """`balancing.balance` on float matrices: rows of G and BT scaled by powers of two to max |entry| in
     [1/2, 1), the inverse folded into AT (exact in binary floating point)."""
     def powers(M: np.ndarray) -> np.ndarray:
         top = np.abs(M).max(axis=1)

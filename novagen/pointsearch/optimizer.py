@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from novagen.algebra import Algorithm, Spec, balance, parse_spec
+from novagen.algebra import Algorithm, Spec, parse_spec
+from novagen.balancing import balance
 from novagen.errors import InputError, SpecError
 from novagen.interrupts import ignore_interrupts
 from novagen.limits import real, short, whole
@@ -95,7 +96,7 @@ def search(
 
     `max_evaluations` bounds the continuous phase over all restarts; `budget_seconds` is a wall-clock
     cap on top (the result says whether it cut the search short). `balanced` returns the candidates with
-    G and BT rows scaled by powers of two (`algebra.balance`): the same points, the normalization that
+    G and BT rows scaled by powers of two (`balancing.balance`): the same points, the normalization that
     keeps fp16 taps away from underflow (the measured-error objectives score it).
     """
     start = time.monotonic()
@@ -198,7 +199,7 @@ def continuous_phase(space: Space, obj: Weighted, seed: int, restarts: int, max_
 def verified_sets(space: Space, sets: Iterable[tuple[Fraction, ...]], top: int, balanced: bool = False
               ) -> tuple[list[tuple[tuple[Fraction, ...], Algorithm]], int]:
     """The first `top` sets that the verifier proves exact, and how many failed (dropped, never shown).
-    `balanced` returns `algebra.balance` of each algorithm: the normalization low precision needs."""
+    `balanced` returns `balancing.balance` of each algorithm: the normalization low precision needs."""
     out: list[tuple[tuple[Fraction, ...], Algorithm]] = []
     dropped = 0
     for q in sets:

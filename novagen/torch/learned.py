@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from novagen.algebra import Algorithm, build, scale_taps, tap_exponents
+from novagen.algebra import Algorithm, build
+from novagen.balancing import scale_taps, tap_exponents
 from novagen.errors import InputError
 from novagen.points import INF
 
