@@ -176,6 +176,9 @@ def test_finetune_campaigns_are_checked(tmp_path):
     bad.write_text(FINETUNE.replace('"F(6,3)/best"', '"F(4,3)/best"'))
     with pytest.raises(InputError, match="start F\\(4,3\\)/best is not an F\\(6,3\\) algorithm"):
         S.load_campaign(bad)
+    bad.write_text(FINETUNE + 'epochs = "two"\n')
+    with pytest.raises(InputError, match="epochs = 'two' must be a whole number >= 0"):
+        S.load_campaign(bad)
     bad.write_text(FINETUNE + "restarts = 4\n")  # a search setting
     with pytest.raises(InputError, match="unknown keys restarts for a finetune campaign"):
         S.load_campaign(bad)

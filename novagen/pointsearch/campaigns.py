@@ -77,8 +77,15 @@ def load_campaign(path: str | Path) -> Campaign:
     spec, _ = split_name(data["name"])
     if spec != parse_spec(data["spec"]):
         raise InputError(f"campaign {p.name}: name {data['name']} does not match spec {data['spec']}")
-    if kind == "finetune" and split_name(str(data["start"]))[0] != spec:
-        raise InputError(f"campaign {p.name}: start {data['start']} is not an {data['spec']} algorithm")
+    if kind == "finetune":
+        for key, low in (("epochs", 0), ("calibration", 1), ("seed", 0), ("max_denominator", 1)):
+            if key in data and (type(data[key]) is not int or data[key] < low):
+                raise InputError(f"campaign {p.name}: {key} = {data[key]!r} must be a whole number >= {low}")
+        for key in ("network", "start", "precision", "method"):
+            if key in data and not isinstance(data[key], str):
+                raise InputError(f"campaign {p.name}: {key} = {data[key]!r} must be a string")
+        if split_name(data["start"])[0] != spec:
+            raise InputError(f"campaign {p.name}: start {data['start']} is not an {data['spec']} algorithm")
     settings = {k: v for k, v in data.items() if k not in ("name", "spec", "kind", "description")}
     return Campaign(data["name"], data["spec"], settings, data.get("description", ""), p, kind)
 

@@ -22,7 +22,16 @@ from novagen.backends.c import kernel_library
 from novagen.backends.cacheflush import flush
 from novagen.backends.toolchain import cache_dir
 from novagen.files import atomic_write, output_folder
-from novagen.timing import FP32_BOUND, Candidate, fastest, machine_info, measure, relative_error, wall_seconds
+from novagen.timing import (
+    FP32_BOUND,
+    Candidate,
+    Timing,
+    fastest,
+    machine_info,
+    measure,
+    relative_error,
+    wall_seconds,
+)
 from novagen.version import __version__
 
 TORCH = "torch"
@@ -175,8 +184,6 @@ def _cached_model(path: Any, convs: dict[str, Any], keys: dict[str, Any]) -> dic
 
 def _time_in_model(model: torch.nn.Module, inputs: Sequence[Any], convs: dict[str, Any],
                    xs: dict[str, torch.Tensor], keys: dict[str, tuple[Any, ...]], repeats: int) -> dict[str, Any]:
-    from novagen.timing import Timing
-
     cands = {name: [TORCH, *conv.algorithms] for name, conv in convs.items()}
     errors: dict[str, dict[str, float]] = {}
     with torch.no_grad():
