@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -57,7 +58,11 @@ def abort(code: int = INTERRUPTED) -> None:
             cleanup()
     for path in list(TEMPORARIES):
         if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
+            for _ in range(5):  # the command's thread may still be writing into it (a tuning database)
+                shutil.rmtree(path, ignore_errors=True)
+                if not os.path.exists(path):
+                    break
+                time.sleep(0.02)
         else:
             with suppress(OSError):
                 os.unlink(path)
