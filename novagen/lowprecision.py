@@ -37,26 +37,42 @@ def _row(label: str, alg: str, precision: str, variant: str, top1: float, start:
             "seconds": round(time.monotonic() - start, 1), **extra}
 
 
+def _emulated(model: torch.nn.Module, data: Dataset, alg: str, precision: str, calibrated: bool, calibration: int,
+              method: str, seed: int) -> torch.nn.Module:
+    """A copy of `model` with `alg` emulated in `precision` (the other convolutions direct in it), its int8
+    scales calibrated on the first `calibration` training images when `calibrated`."""
+    from novagen.torch import replace_conv2d
+    from novagen.torch.scales import calibrate
+
+    q = replace_conv2d(model, alg, precision, others="direct")
+    if calibrated and precision.startswith("int8"):
+        calibrate(q, data.x_train[:calibration], method, seed=seed)
+    return q
+
+
+def _finetuned(q: torch.nn.Module, data: Dataset, precision: str, epochs: int, calibration: int, method: str,
+               seed: int, learn: Sequence[str], label: str, progress: Callable[[str], None] | None,
+               max_denominator: int = 16) -> Any:
+    """`finetune` of an `_emulated` model on the training split (int8: recalibrated afterwards)."""
+    from novagen.torch.training import finetune
+
+    calib = data.x_train[:calibration] if precision.startswith("int8") else None
+    return finetune(q, (data.x_train, data.y_train), epochs=epochs, seed=seed, learn=learn,
+                    max_denominator=max_denominator, calibrate=calib, calibrate_method=method, label=label,
+                    progress=progress)
+
+
 def variant(model: torch.nn.Module, data: Dataset, alg: str, precision: str, how: str, epochs: int = 2,
             calibration: int = 256, method: str = "percentile", seed: int = 0,
             progress: Callable[[str], None] | None = None) -> tuple[float, dict[str, Any]]:
     """Top-1 of one recipe `how` ("dynamic", "calibrated", "finetuned"; "free": fine-tuned with free matrices,
     the unverified comparison, evaluated on its training surrogates) and what it learned."""
-    from novagen.torch import replace_conv2d
-    from novagen.torch.scales import calibrate
-    from novagen.torch.training import finetune
-
-    q = replace_conv2d(model, alg, precision, others="direct")
-    calib = data.x_train[:calibration]
+    q = _emulated(model, data, alg, precision, how != "dynamic", calibration, method, seed)
     extra: dict[str, Any] = {}
-    quantized = precision.startswith("int8")
-    if how in ("calibrated", "finetuned", "free") and quantized:
-        calibrate(q, calib, method, seed=seed)
     if how in ("finetuned", "free"):
-        rep = finetune(q, (data.x_train, data.y_train), epochs=epochs, seed=seed,
-                       learn=("matrices",) if how == "free" else ("points", "scales"),
-                       calibrate=calib if quantized else None, calibrate_method=method,
-                       label=f"learned-{data.name}-{precision}", progress=progress)
+        rep = _finetuned(q, data, precision, epochs, calibration, method, seed,
+                         ("matrices",) if how == "free" else ("points", "scales"),
+                         f"learned-{data.name}-{precision}", progress)
         extra = {"learned": rep.rows(), "losses": rep.losses, "verified": how == "finetuned"}
     return accuracy(q, data.x_test, data.y_test), extra
 
@@ -130,10 +146,6 @@ def learn(name: str, network: str, start: str, precision: str, epochs: int = 2, 
     trained here (seeded), its eligible convolutions emulated with `start` in `precision` (int8: calibrated
     per tap first), fine-tuned `epochs` with the points and balancing learned, snapped (denominators up to
     `max_denominator`) and verified."""
-    from novagen.torch import replace_conv2d
-    from novagen.torch.scales import calibrate
-    from novagen.torch.training import finetune
-
     say = progress or (lambda message: None)
     began = time.monotonic()
     spec, family = split_name(name)
@@ -142,14 +154,10 @@ def learn(name: str, network: str, start: str, precision: str, epochs: int = 2, 
     say(f"training the {network} network")
     model, data = trained(network, seed)
     top1 = {"fp32": accuracy(model, data.x_test, data.y_test)}
-    q = replace_conv2d(model, start, precision, others="direct")
-    calib = data.x_train[:calibration]
-    quantized = precision.startswith("int8")
-    if quantized:
-        calibrate(q, calib, method, seed=seed)
+    q = _emulated(model, data, start, precision, True, calibration, method, seed)
     top1["start"] = accuracy(q, data.x_test, data.y_test)
-    rep = finetune(q, (data.x_train, data.y_train), epochs=epochs, seed=seed, max_denominator=max_denominator,
-                   calibrate=calib if quantized else None, calibrate_method=method, label=family, progress=say)
+    rep = _finetuned(q, data, precision, epochs, calibration, method, seed, ("points", "scales"), family, say,
+                     max_denominator)
     src, alg = next(iter(rep.algorithms.items()))
     if rep.diverged:
         raise InputError(f"{name}: fine-tuning {start} in {precision} diverged (every step overflowed or the "

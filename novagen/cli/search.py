@@ -121,27 +121,22 @@ def search_cmd(
             status = 1
     if as_json:
         print_json(doc)
-    elif finetuning:
-        console = out()
-        console.print(tables.learned_table(result))
-        c = doc["campaign"]
-        verdict = {True: "[green]reproduces[/green]", False: "[red]does NOT reproduce[/red]",
-                   None: "is not in the catalog yet:"}[c["reproduces_catalog"]]
-        console.print(f"campaign {camp.path.name}: the learned algorithm {verdict} {camp.name}")  # type: ignore[union-attr]
-        if "written" in c:
-            console.print(f"wrote {c['written']}")
     else:
         console = out()
-        console.print(tables.search_table(result))
-        if result.dropped:
-            console.print(f"[yellow]{result.dropped} candidate(s) failed verification and were dropped[/yellow]")
-        if result.truncated:
-            console.print("[yellow]stopped by --budget-seconds before the evaluation budget was spent[/yellow]")
+        if finetuning:
+            console.print(tables.learned_table(result))
+        else:
+            console.print(tables.search_table(result))
+            if result.dropped:
+                console.print(f"[yellow]{result.dropped} candidate(s) failed verification and were dropped[/yellow]")
+            if result.truncated:
+                console.print("[yellow]stopped by --budget-seconds before the evaluation budget was spent[/yellow]")
         if camp is not None:
             c = doc["campaign"]
             verdict = {True: "[green]reproduces[/green]", False: "[red]does NOT reproduce[/red]",
                        None: "is not in the catalog yet:"}[c["reproduces_catalog"]]
-            console.print(f"campaign {camp.path.name}: the best set {verdict} {camp.name}")
+            found = "the learned algorithm" if finetuning else "the best set"
+            console.print(f"campaign {camp.path.name}: {found} {verdict} {camp.name}")
             if "written" in c:
                 console.print(f"wrote {c['written']}")
     if status:

@@ -52,11 +52,6 @@ def _sole_call(node: fx.Node, model: nn.Module, calls: Counter[Any], kind: type)
     return user if type(model.get_submodule(str(user.target))) is kind else None
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 def _fused_batchnorm(bn: nn.BatchNorm2d) -> FusedBatchNorm2d:
     new = FusedBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
     new._parameters, new._buffers = bn._parameters, bn._buffers  # the same tensors: state and devices as before
@@ -92,11 +87,10 @@ def fuse_epilogues(model: nn.Module) -> tuple[list[dict[str, Any]], str | None]:
         if bn_name is None and relu_name is None:
             continue
         if bn_name is not None:
-            fused = _fused_batchnorm(model.get_submodule(bn_name))  # type: ignore[arg-type]
-            _set(model, bn_name, fused)
-            conv.epilogue.bn = fused
+            conv.epilogue.bn = _fused_batchnorm(bn)
+            model.set_submodule(bn_name, conv.epilogue.bn)
         if relu_name is not None:
-            _set(model, relu_name, FusedReLU(model.get_submodule(relu_name).inplace))  # type: ignore[arg-type]
+            model.set_submodule(relu_name, FusedReLU(model.get_submodule(relu_name).inplace))  # type: ignore[arg-type]
             conv.epilogue.relu = True
         rows.append({"conv": str(node.target), "batchnorm": bn_name, "relu": relu_name})
     return rows, None
