@@ -40,7 +40,8 @@ class Shape(ctypes.Structure):
         ("relu", ctypes.c_int), ("threads", ctypes.c_int), ("tile_block", ctypes.c_long),
         ("budget_bytes", ctypes.c_long), ("layout", ctypes.c_int), ("stages", ctypes.c_int)]
 ALL_STAGES = 7
-"""Stage bits of the kernel: 1 input transform, 2 channel GEMMs, 4 output transform."""
+"""Stage bits of the kernel: 1 input transform (with the padded copy), 2 channel GEMMs, 4 output transform;
+8 the zero-padded, channel-blocked copy of the input alone (for profiling)."""
 
 
 def prefix(alg: Algorithm) -> str:
