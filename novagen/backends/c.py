@@ -40,8 +40,7 @@ class Shape(ctypes.Structure):
         ("relu", ctypes.c_int), ("threads", ctypes.c_int), ("tile_block", ctypes.c_long),
         ("budget_bytes", ctypes.c_long), ("layout", ctypes.c_int), ("stages", ctypes.c_int)]
 ALL_STAGES = 7
-"""Stage bits of the kernel: 1 input transform (with the padded copy), 2 channel GEMMs, 4 output transform;
-8 the zero-padded, channel-blocked copy of the input alone (for profiling)."""
+"""Stage bits of the kernel: 1 input transform, 2 channel GEMMs, 4 output transform."""
 
 
 def prefix(alg: Algorithm) -> str:
@@ -55,6 +54,23 @@ def check(alg: Any) -> Algorithm:
     if alg.alpha > 16:
         raise InputError(f"{alg.label}: tiles of alpha = {alg.alpha} > 16 are not supported by the C kernel")
     return alg
+
+
+def pixel_groups(side: int, width: int = 8) -> list[dict[str, list[tuple[int, ...]]]]:
+    """The side × side pixels of a tile, row-major, in groups of `width` (one register transpose each): per
+    group its row segments (lane, row, column, length), the contiguous loads or stores of one channel, and its
+    pixels (lane, row, column)."""
+    groups = []
+    for p0 in range(0, side * side, width):
+        pixels = [(p - p0, p // side, p % side) for p in range(p0, min(p0 + width, side * side))]
+        segments: list[tuple[int, ...]] = []
+        for lane, i, j in pixels:
+            if segments and segments[-1][1] == i:
+                segments[-1] = (*segments[-1][:3], segments[-1][3] + 1)
+            else:
+                segments.append((lane, i, j, 1))
+        groups.append({"segments": segments, "pixels": pixels})
+    return groups
 
 
 def render(alg: Algorithm) -> dict[str, str]:
@@ -76,7 +92,7 @@ def render(alg: Algorithm) -> dict[str, str]:
         "counts": {"BT": fmt(p.BT.counts()), "AT": fmt(p.AT.counts()), "G": fmt(p.G.counts())},
         "bt_vec": p.BT.c_lines(xs, ys, "v8"), "at_vec": p.AT.c_lines(xs, ys[:m], "v8"),
         "bt_scalar": p.BT.c_lines(xs, ys, "float"), "at_scalar": p.AT.c_lines(xs, ys[:m], "float"),
-        "g_scalar": p.G.c_lines(xs[:r], ys, "float"),
+        "g_scalar": p.G.c_lines(xs[:r], ys, "float"), "window_groups": pixel_groups(a),
     }
     return {f"{name}.c": env.get_template(f"{TEMPLATE}.c.j2").render(ctx),
             f"{name}.h": env.get_template(f"{TEMPLATE}.h.j2").render(ctx)}
