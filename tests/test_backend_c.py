@@ -35,6 +35,10 @@ CASES = [
     ("F(6,3)/nova", (2, 9, 15, 17, 19), 1),
     ("F(6,3)/classic", (1, 3, 8, 8, 8), 0),
     ("F(8,3)/nova", (3, 4, 12, 21, 5), 1),
+    # three channel blocks in and out (a pair and one alone), tiles of alpha 10 and 8, and the pair's second
+    # output block only partly real
+    ("F(8,3)/nova", (1, 20, 14, 19, 21), 1),
+    ("F(6,3)/nova", (1, 24, 13, 13, 12), 1),
     ("F(4,5)", (1, 6, 11, 14, 9), 2),
 ]
 

@@ -91,6 +91,7 @@ def render(alg: Algorithm) -> dict[str, str]:
         "hash": alg.content_hash, "guard": name.upper() + "_H",
         "counts": {"BT": fmt(p.BT.counts()), "AT": fmt(p.AT.counts()), "G": fmt(p.G.counts())},
         "bt_vec": p.BT.c_lines(xs, ys, "v8"), "at_vec": p.AT.c_lines(xs, ys[:m], "v8"),
+        "bt_vec16": p.BT.c_lines(xs, ys, "v16"), "at_vec16": p.AT.c_lines(xs, ys[:m], "v16"),
         "bt_scalar": p.BT.c_lines(xs, ys, "float"), "at_scalar": p.AT.c_lines(xs, ys[:m], "float"),
         "g_scalar": p.G.c_lines(xs[:r], ys, "float"), "window_groups": pixel_groups(a),
     }
