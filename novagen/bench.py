@@ -20,7 +20,7 @@ from novagen.algebra import Algorithm
 from novagen.backends.c import Kernel, compiler_identity
 from novagen.backends.toolchain import BuildError, find_compiler
 from novagen.errors import CheckFailed, InputError
-from novagen.layers import Layer, conv_bytes, direct_gflop
+from novagen.layers import Layer, check_layout, conv_bytes, direct_gflop
 from novagen.limits import require_memory, whole
 from novagen.timing import (
     FP32_BOUND,
@@ -173,12 +173,13 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, re
 
 
 def bench_model(name: str, batch: int = 1, repeats: int = 10, threads: int | None = None,
-                algorithm: str = "auto", seed: int = 0, progress: Callable[[str], None] | None = None
-                ) -> dict[str, Any]:
+                algorithm: str = "auto", seed: int = 0, progress: Callable[[str], None] | None = None,
+                layout: str = "NCHW") -> dict[str, Any]:
     """Whole-model latency of an ImageNet-shaped model built in code (`novagen.models`): torch eager against
     the same model after `novagen.torch.replace_conv2d(model, algorithm, backend="c")`, whose "auto" choices
     are made (and cached) before timing, and which BatchNorm and ReLU modules run inside the kernels
-    ("fused"); outputs checked against torch's."""
+    ("fused"); outputs checked against torch's.  layout "NHWC": model and input in channels_last memory, for
+    both (torch's own convolutions and pooling are faster so)."""
     import torch
 
     from novagen.models import example_input, imagenet_model
@@ -187,8 +188,10 @@ def bench_model(name: str, batch: int = 1, repeats: int = 10, threads: int | Non
     threads = whole("--threads", threads, 1, 4096) if threads is not None else os.cpu_count() or 1
     torch.set_num_threads(threads)
     say = progress or (lambda message: None)
-    model = imagenet_model(name, seed)
-    x = example_input(whole("--batch", batch, 1, 256), seed)
+    layout = check_layout(layout)
+    fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+    model = imagenet_model(name, seed).to(memory_format=fmt)
+    x = example_input(whole("--batch", batch, 1, 256), seed).contiguous(memory_format=fmt)
     say("choosing a kernel per layer")
     fast, report = replace_conv2d(model, algorithm, backend="c", example_inputs=(x,), return_report=True)
     with torch.inference_mode():
@@ -203,6 +206,7 @@ def bench_model(name: str, batch: int = 1, repeats: int = 10, threads: int | Non
         rows.append({"name": key, "ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
                      "speedup_vs_torch": times["torch"].median_ms / t.median_ms,
                      "max_rel_error": float(np.abs(t.output - ref).max() / np.abs(ref).max()), "passed": t.passed})
-    return {"model": name, "batch": batch, "machine": {**machine_info(), "threads": threads}, "rows": rows,
+    return {"model": name, "batch": batch, "layout": layout, "machine": {**machine_info(), "threads": threads},
+            "rows": rows,
             "speedup": rows[0]["ms"] / rows[1]["ms"], "choices": report.choices(), "left": report.skipped,
             "fused": report.fused, "not_fused": report.not_fused, "timing": settings(repeats, "alternating")}

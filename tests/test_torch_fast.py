@@ -320,3 +320,25 @@ def test_bad_input():
         ntorch.replace_conv2d(model, "direct", backend="c")
     with pytest.raises(InputError, match="needs a 5x5 kernel"):
         KernelConv2d(torch.nn.Conv2d(4, 4, 3), [novagen.algorithm("F(2,5)")])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_cli_whole_model_bench(capsys, tmp_path, monkeypatch, layout):
+    """`novagen bench --target c --model resnet18` as a user runs it: torch eager and the auto-replaced model
+    timed in the same run, both within 1e-4 of torch, every 3x3 stride-1 conv given a choice; with --layout NHWC
+    both run in channels_last memory."""
+    import json
+
+    from novagen.cli import run
+
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path))
+    code = run(["bench", "--target", "c", "--model", "resnet18", "--repeats", "2", "--layout", layout, "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    doc = json.loads(out)
+    torch_row, ours = doc["rows"]
+    assert doc["layout"] == layout and (torch_row["name"], ours["name"]) == ("torch", "novagen")
+    assert ours["passed"] and ours["max_rel_error"] < 1e-4 and torch_row["max_rel_error"] == 0
+    assert doc["speedup"] == pytest.approx(torch_row["ms"] / ours["ms"])
+    assert len(doc["choices"]) == 13 and all(c["channels_last"] == (layout == "NHWC") for c in doc["choices"])
+    assert len(doc["fused"]) >= 1

@@ -46,7 +46,7 @@ def bench(
     if model is not None:
         if network is not None or layer is not None:
             raise InputError("give one of --model, --network or --layer")
-        _bench_model(target, model, batch, trials, db, repeats, threads, as_json)
+        _bench_model(target, model, batch, trials, db, repeats, threads, check_layout(layout), as_json)
         return
     if (network is None) == (layer is None):
         raise InputError("give either --network NAME or --layer N,C,H,W,K (or --model NAME)")
@@ -123,12 +123,12 @@ def _bench_tvm(layers: list[Any], algs: list[Any], repeats: int, threads: int | 
 
 
 def _bench_model(target: str, model: str, batch: int, trials: int, db: Path, repeats: int, threads: int | None,
-                 as_json: bool) -> None:
+                 layout: str, as_json: bool) -> None:
     if target == "c":
-        _bench_torch_model(model, batch, repeats, threads, as_json)
+        _bench_torch_model(model, batch, repeats, threads, layout, as_json)
         return
-    if batch != 1:
-        raise InputError("--target tvm-llvm --model runs batch 1")
+    if batch != 1 or layout != "NCHW":
+        raise InputError("--target tvm-llvm --model runs batch 1, NCHW")
     from novagen.backends import tvm as nt
 
     result = _with_spinner(model, lambda say: nt.bench_model(model, trials, db, repeats=repeats, threads=threads,
@@ -152,18 +152,20 @@ def _with_spinner(label: str, run: Callable[[Callable[[str], None]], dict[str, A
         return run(lambda msg: bar.update(task, description=f"{label}: {msg}"))
 
 
-def _bench_torch_model(model: str, batch: int, repeats: int, threads: int | None, as_json: bool) -> None:
+def _bench_torch_model(model: str, batch: int, repeats: int, threads: int | None, layout: str, as_json: bool
+                       ) -> None:
     from novagen.bench import bench_model
 
     result = _with_spinner(model, lambda say: bench_model(model, batch, repeats=repeats, threads=threads,
-                                                          progress=say))
+                                                          progress=say, layout=layout))
     if as_json:
         print_json(result)
         return
     m = result["machine"]
     console = out()
-    console.print(f"{m['cpu']}, {m['threads']} threads; {model} batch {batch}; novagen = "
-                  "replace_conv2d(model, 'auto', backend='c')")
+    console.print(f"{m['cpu']}, {m['threads']} threads; {model} batch {batch}, {layout}"
+                  + (" (channels_last, both)" if layout == "NHWC" else "")
+                  + "; novagen = replace_conv2d(model, 'auto', backend='c')")
     console.print(tables.torch_model_table(result))
     console.print(f"speed-up {result['speedup']:.2f}x; {len(result['choices'])} layers chose, "
                   f"{sum(c['label'] != 'torch' for c in result['choices'])} a Winograd kernel; "
