@@ -207,6 +207,5 @@ def bench_model(name: str, batch: int = 1, repeats: int = 10, threads: int | Non
                      "speedup_vs_torch": times["torch"].median_ms / t.median_ms,
                      "max_rel_error": float(np.abs(t.output - ref).max() / np.abs(ref).max()), "passed": t.passed})
     return {"model": name, "batch": batch, "layout": layout, "machine": {**machine_info(), "threads": threads},
-            "rows": rows,
-            "speedup": rows[0]["ms"] / rows[1]["ms"], "choices": report.choices(), "left": report.skipped,
+            "rows": rows, "speedup": rows[0]["ms"] / rows[1]["ms"], "choices": report.choices(), "left": report.skipped,
             "fused": report.fused, "not_fused": report.not_fused, "timing": settings(repeats, "alternating")}
