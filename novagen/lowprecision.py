@@ -11,14 +11,21 @@ precision), measured by the exact emulator:
   and balancing, snapped, verified, calibrated); fine-tuned with free matrices (the unverified comparison,
   dynamic per-tap scales as trained) — F(4,3) and F(6,3);
 - per F(8,3) algorithm: fp16 and bf16, and each fine-tuned.
+
+A study takes hours on a small machine (each fine-tuned row trains the network again), so every finished row is
+kept on disk as it comes, keyed by the study's settings, the machine, torch and the hash of novagen's code: an
+interrupted study started again resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +37,33 @@ from novagen.errors import InputError
 
 INT8_ALGORITHMS = ("F(4,3)/classic", "F(4,3)/nova", "F(4,3)/best", "F(6,3)/classic", "F(6,3)/nova", "F(6,3)/best")
 HALF_ALGORITHMS = ("F(8,3)/classic", "F(8,3)/nova", "F(8,3)/best")
+
+
+def _code_hash() -> str:
+    """sha256 of novagen's Python sources: any change to the code invalidates the rows kept on disk."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(path.relative_to(Path(__file__).parent).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _kept_rows(network: str, settings: list[Any]) -> Path:
+    """Where a study's finished rows are kept (see the module docstring)."""
+    from novagen.backends.toolchain import cache_dir
+    from novagen.timing import machine_info
+
+    m = machine_info()
+    text = json.dumps([network, settings, m["cpu"], m["vector"], torch.__version__, _code_hash()])
+    return cache_dir() / "lowprecision-study" / f"{network}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+
+
+def _load_rows(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        rows = json.loads(path.read_text())
+        return rows if isinstance(rows, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _row(label: str, alg: str, precision: str, variant: str, top1: float, start: float, **extra: Any) -> dict:
@@ -81,24 +115,46 @@ def study(network: str, epochs: int = 2, calibration: int = 256, method: str = "
           int8_algorithms: Sequence[str] = INT8_ALGORITHMS, half_algorithms: Sequence[str] = HALF_ALGORITHMS,
           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The table of one network (see the module docstring)."""
+    from novagen.files import atomic_write, output_folder
+
     say = progress or (lambda message: None)
     if epochs < 0 or calibration < 1:
         raise InputError("epochs must be at least 0 and calibration images at least 1")
     start = time.monotonic()
+    kept = _kept_rows(network, [epochs, calibration, method, seed])
+    done = _load_rows(kept)
+    rows: list[dict[str, Any]] = []
+
+    def add(key: str, make: Callable[[], dict[str, Any]]) -> None:
+        """The row `key`: kept from an earlier run of this study, else made now and kept."""
+        if key in done:
+            rows.append({**done[key], "kept": True})
+            return
+        row = done[key] = make()
+        rows.append(row)
+        output_folder(kept.parent)
+        atomic_write(kept, json.dumps(done), overwrite=True)
+
     say(f"training the {network} network")
     model, data = trained(network, seed)
     trained_seconds = round(time.monotonic() - start, 1)
-    rows = [_row("fp32", "direct", "fp32", "trained", accuracy(model, data.x_test, data.y_test), start,
-                 seconds_training=trained_seconds)]
+    add("fp32", lambda: _row("fp32", "direct", "fp32", "trained", accuracy(model, data.x_test, data.y_test), start,
+                             seconds_training=trained_seconds))
     if epochs:
+        def more() -> dict[str, Any]:
+            t = time.monotonic()
+            net = train(copy.deepcopy(model).train(), data, epochs, lr=3e-4, seed=seed + 1)
+            return _row(f"fp32 + {epochs} epochs", "direct", "fp32", "trained more",
+                        accuracy(net, data.x_test, data.y_test), t)
+        add("fp32 more", more)
+
+    def direct() -> dict[str, Any]:
         t = time.monotonic()
-        more = train(copy.deepcopy(model).train(), data, epochs, lr=3e-4, seed=seed + 1)
-        rows.append(_row(f"fp32 + {epochs} epochs", "direct", "fp32", "trained more",
-                         accuracy(more, data.x_test, data.y_test), t))
-    t = time.monotonic()
-    say("direct int8, per-channel, calibrated")
-    top1, _ = variant(model, data, "direct", "int8", "calibrated", calibration=calibration, method=method, seed=seed)
-    rows.append(_row("direct int8 (per channel, calibrated)", "direct", "int8", "calibrated", top1, t))
+        say("direct int8, per-channel, calibrated")
+        top1, _ = variant(model, data, "direct", "int8", "calibrated", calibration=calibration, method=method,
+                          seed=seed)
+        return _row("direct int8 (per channel, calibrated)", "direct", "int8", "calibrated", top1, t)
+    add("direct int8", direct)
     recipes = [(a, "int8", "dynamic") for a in int8_algorithms]
     recipes += [(a, "int8-tap", how) for a in int8_algorithms for how in ("dynamic", "calibrated")]
     recipes += [(a, p, "dynamic") for a in half_algorithms for p in ("fp16", "bf16")]
@@ -107,10 +163,12 @@ def study(network: str, epochs: int = 2, calibration: int = 256, method: str = "
         recipes += [(a, "int8-tap", "free") for a in int8_algorithms]
         recipes += [(a, p, "finetuned") for a in half_algorithms for p in ("fp16", "bf16")]
     for alg, prec, how in recipes:
-        say(f"{network}: {alg} {prec} {how}")
-        t = time.monotonic()
-        top1, extra = variant(model, data, alg, prec, how, epochs, calibration, method, seed, progress)
-        rows.append(_row(f"{alg} {prec} {how}", alg, prec, how, top1, t, **extra))
+        def row(alg: str = alg, prec: str = prec, how: str = how) -> dict[str, Any]:
+            say(f"{network}: {alg} {prec} {how}")
+            t = time.monotonic()
+            top1, extra = variant(model, data, alg, prec, how, epochs, calibration, method, seed, progress)
+            return _row(f"{alg} {prec} {how}", alg, prec, how, top1, t, **extra)
+        add(f"{alg} {prec} {how}", row)
     return {"network": network, "dataset": {"train": len(data.y_train), "test": len(data.y_test)},
             "epochs": epochs, "calibration_images": calibration, "method": method, "seed": seed, "rows": rows,
             "seconds": round(time.monotonic() - start, 1)}

@@ -136,3 +136,29 @@ def test_procedural_shapes_are_seeded_and_balanced():
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     assert a.x_train.shape == (200, 3, 32, 32) and sorted(set(a.y_train.tolist())) == list(range(len(SHAPES)))
     assert not torch.equal(a.x_train, shapes_data(200, 50, seed=2).x_train)
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_resumes_from_its_kept_rows(tmp_path, monkeypatch):
+    """A study keeps each finished row on disk: stopped part-way (Ctrl-C), the same study started again takes
+    the finished rows as they were and computes only the rest; a third run computes nothing."""
+    from novagen import lowprecision
+
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path))
+    kw = dict(epochs=0, calibration=64, int8_algorithms=("F(4,3)/best",), half_algorithms=())
+
+    def stop_at_calibrated(message: str) -> None:
+        if "int8-tap calibrated" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lowprecision.study("digits", progress=stop_at_calibrated, **kw)
+    second = lowprecision.study("digits", **kw)["rows"]
+    labels = [r["row"] for r in second]
+    assert labels == ["fp32", "direct int8 (per channel, calibrated)", "F(4,3)/best int8 dynamic",
+                      "F(4,3)/best int8-tap dynamic", "F(4,3)/best int8-tap calibrated"]
+    assert [r.get("kept", False) for r in second] == [True, True, True, True, False]
+    third = lowprecision.study("digits", **kw)["rows"]
+    assert all(r["kept"] for r in third)
+    assert [r["top1"] for r in third] == [r["top1"] for r in second]
+    assert 0.5 < third[0]["top1"] <= 1.0
