@@ -141,7 +141,8 @@ def test_procedural_shapes_are_seeded_and_balanced():
 @pytest.mark.slow
 def test_an_interrupted_study_resumes_from_its_kept_rows(tmp_path, monkeypatch):
     """A study keeps each finished row on disk: stopped part-way (Ctrl-C), the same study started again takes
-    the finished rows as they were and computes only the rest; a third run computes nothing."""
+    the finished rows as they were and computes only the rest; a third run takes every row as kept (only the
+    network is trained again)."""
     from novagen import lowprecision
 
     monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path))
