@@ -13,8 +13,9 @@ precision), measured by the exact emulator:
 - per F(8,3) algorithm: fp16 and bf16, and each fine-tuned.
 
 A study takes hours on a small machine (each fine-tuned row trains the network again), so every finished row is
-kept on disk as it comes, keyed by the study's settings, the machine, torch and the hash of novagen's code: an
-interrupted study started again resumes where it stopped.
+kept on disk as it comes, keyed by the study's settings, the machine, torch and the hash of the novagen code a
+study runs (not the kernels, benches and command line, which it never calls): an interrupted study started again
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -39,11 +40,18 @@ INT8_ALGORITHMS = ("F(4,3)/classic", "F(4,3)/nova", "F(4,3)/best", "F(6,3)/class
 HALF_ALGORITHMS = ("F(8,3)/classic", "F(8,3)/nova", "F(8,3)/best")
 
 
+_NOT_RUN = ("backends/", "cli/", "torch/fast.py", "torch/auto.py", "torch/epilogue.py", "bench.py", "timing.py",
+            "limits.py", "costmodel.py")
+
+
 def _code_hash() -> str:
-    """sha256 of novagen's Python sources: any change to the code invalidates the rows kept on disk."""
+    """sha256 of the Python sources a study runs: a change to them invalidates the rows kept on disk."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        h.update(path.relative_to(Path(__file__).parent).as_posix().encode())
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).as_posix().startswith(_NOT_RUN):
+            continue
+        h.update(path.relative_to(root).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
