@@ -105,6 +105,37 @@ def test_per_thread_and_blocked_paths_agree_with_direct(layout):
         assert (kernel._fn("local_chunk")(ctypes.byref(kernel._shape)) > 0) == (c == 24)
 
 
+def _max_pool2(y: np.ndarray) -> np.ndarray:
+    """2×2 stride-2 max pool of (N, K, H, W), floor."""
+    n, k, h, w = y.shape
+    return y[:, :, :h // 2 * 2, :w // 2 * 2].reshape(n, k, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_the_fused_max_pool_matches_pooling_the_output(layout):
+    """pool=2: y is the 2×2 stride-2 max pool of the output (odd sides: the last row and column dropped),
+    from both paths (per-thread chunks, shared blocks of a large U), every even tile, and the AVX2 build; a
+    tile of odd side cannot hold the windows and is refused."""
+    from novagen.backends.c import FLAGS, Kernel
+
+    rng = np.random.default_rng(11)
+    for name, (n, c, h, w, k), extra in (("F(2,3)/classic", (2, 12, 15, 22, 20), ()),
+                                        ("F(4,3)/nova", (1, 256, 13, 14, 256), ()),
+                                        ("F(6,3)/best", (1, 24, 29, 19, 40), ()),
+                                        ("F(4,3)/nova", (2, 16, 11, 9, 24), ("-mno-avx512f",))):
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        wt = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        kernel = Kernel(alg_of(name), padding=1, relu=True, pool=2, threads=2, layout=layout, flags=FLAGS + extra)
+        y = kernel(x.transpose(0, 2, 3, 1).copy() if layout == "NHWC" else x, wt, b)
+        y = y.transpose(0, 3, 1, 2) if layout == "NHWC" else y
+        ref = _max_pool2(np.maximum(correlate_direct(x, wt, 1) + b[None, :, None, None], 0))
+        assert y.shape == ref.shape == (n, k, h // 2, w // 2) and rel_err(y, ref) < TOL[8], name
+    odd = Kernel(alg_of("F(3,3)/best"), pool=2)
+    with pytest.raises(InputError, match="cannot fuse a 2x2 max pool"):
+        odd(x, wt)
+
+
 @pytest.mark.parametrize("name,layer,pad", [CASES[1], CASES[6], CASES[7]])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_avx2_and_portable_builds_match_direct(name, layer, pad, layout):

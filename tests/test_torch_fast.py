@@ -187,19 +187,21 @@ def _with_statistics(model: torch.nn.Module, x: "torch.Tensor") -> torch.nn.Modu
 
 
 def test_epilogues_fuse_where_only_the_conv_feeds_them():
-    from novagen.torch.epilogue import FusedBatchNorm2d, FusedReLU
+    from novagen.torch.epilogue import FusedBatchNorm2d, FusedMaxPool2d, FusedReLU
 
     torch.manual_seed(0)
     x = torch.randn(2, 3, 22, 18)
     model = _with_statistics(Wired(), x)
     fast, report = ntorch.replace_conv2d(model, "F(4,3)/nova", backend="c", return_report=True)
     assert report.fused == [
-        {"conv": "features.0", "batchnorm": None, "relu": "features.1"},
-        {"conv": "features.2", "batchnorm": "features.3", "relu": "features.4"},
-        {"conv": "block.conv1", "batchnorm": "block.bn1", "relu": None},  # the ReLU module is called twice
-        {"conv": "block.conv2", "batchnorm": "block.bn2", "relu": None},  # its output goes to an add
+        {"conv": "features.0", "batchnorm": None, "relu": "features.1", "maxpool": None},
+        {"conv": "features.2", "batchnorm": "features.3", "relu": "features.4", "maxpool": "features.5"},
+        # the ReLU module is called twice; the second conv's output goes to an add
+        {"conv": "block.conv1", "batchnorm": "block.bn1", "relu": None, "maxpool": None},
+        {"conv": "block.conv2", "batchnorm": "block.bn2", "relu": None, "maxpool": None},
     ] and report.not_fused is None  # head: a functional ReLU stays
     assert type(fast.features[1]) is FusedReLU and type(fast.block.relu) is torch.nn.ReLU
+    assert type(fast.features[5]) is FusedMaxPool2d and fast.features[2].epilogue.pool == 2
     assert type(fast.block.bn1) is FusedBatchNorm2d and fast.block.conv1.epilogue.bn is fast.block.bn1
     with torch.no_grad():
         ref = model(x)
@@ -222,7 +224,47 @@ def test_epilogues_fuse_where_only_the_conv_feeds_them():
     for a, b in zip(fast.state_dict().values(), other.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6)
     unfused, report = ntorch.replace_conv2d(model, "F(4,3)/nova", backend="c", fuse=False, return_report=True)
-    assert report.fused == [] and not any(isinstance(m, (FusedReLU, FusedBatchNorm2d)) for m in unfused.modules())
+    assert report.fused == [] and not any(isinstance(m, (FusedReLU, FusedBatchNorm2d, FusedMaxPool2d))
+                                          for m in unfused.modules())
+
+
+class Pooled(torch.nn.Module):
+    """conv → ReLU → pool, three times: the pool the kernel computes, and two it must leave to torch."""
+
+    def __init__(self, second: torch.nn.Module) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(5, 12, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2, 2),
+            torch.nn.Conv2d(12, 16, 3, padding=1), torch.nn.ReLU(), second,
+            torch.nn.Conv2d(16, 8, 3, padding=0), torch.nn.MaxPool2d(kernel_size=(2, 2)))
+
+    def forward(self, x):
+        return self.features(x)
+
+
+@pytest.mark.parametrize("name", ["F(2,3)/classic", "F(4,3)/nova", "F(6,3)/best", "F(3,3)/best"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_2x2_max_pool_after_the_conv_runs_in_the_kernel(name, channels_last):
+    from novagen.torch.epilogue import FusedMaxPool2d
+
+    torch.manual_seed(0)
+    for second, fused in ((torch.nn.MaxPool2d(3, 2, 1), False), (torch.nn.MaxPool2d(2, ceil_mode=True), False),
+                          (torch.nn.MaxPool2d(2, 2, dilation=1), True)):
+        model = Pooled(second).eval()
+        x = torch.randn(2, 5, 37, 30)  # odd sides: the floor drops a row of every pooled output
+        x[0, 1, 9, 4] = float("nan")  # a NaN wins its window, as in torch's pool (Winograd spreads it over tiles)
+        if channels_last:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        fast, report = ntorch.replace_conv2d(model, name, backend="c", return_report=True)
+        assert [row["maxpool"] for row in report.fused] == ["features.2", "features.5" if fused else None, "features.7"]
+        assert type(fast.features[5]) is (FusedMaxPool2d if fused else type(second))
+        assert type(fast.features[7]) is FusedMaxPool2d  # no ReLU between: the pool follows the conv itself
+        with torch.no_grad():
+            got, ref = fast(x), model(x)
+        assert got.shape == ref.shape and got.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert ref.isnan().any() and not (ref.isnan() & ~got.isnan()).any()
+        finite = ~got.isnan()
+        assert finite[1].all() and _rel(got[finite], ref[finite]) < 1e-4
 
 
 def test_auto_decides_with_the_fused_epilogue(tmp_path, monkeypatch):

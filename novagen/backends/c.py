@@ -34,11 +34,11 @@ TEMPLATE = "winograd_conv2d"
 
 
 class Shape(ctypes.Structure):
-    """The kernel's `nv_shape`: one layer's dimensions, padding, layout, threads and stages."""
+    """The kernel's `nv_shape`: one layer's dimensions, padding, layout, threads, stages and fused max pool."""
 
     _fields_ = [(name, ctypes.c_long) for name in ("n", "c", "h", "w", "k", "oh", "ow", "pad_top", "pad_left")] + [
         ("relu", ctypes.c_int), ("threads", ctypes.c_int), ("tile_block", ctypes.c_long),
-        ("budget_bytes", ctypes.c_long), ("layout", ctypes.c_int), ("stages", ctypes.c_int)]
+        ("budget_bytes", ctypes.c_long), ("layout", ctypes.c_int), ("stages", ctypes.c_int), ("pool", ctypes.c_int)]
 ALL_STAGES = 7
 """Stage bits of the kernel: 1 input transform, 2 channel GEMMs, 4 output transform."""
 
@@ -153,15 +153,23 @@ class KernelLibrary:
         return getattr(self._lib, f"{self.prefix}_{name}")
 
     def shape(self, n: int, c: int, h: int, w: int, k: int, pads: Any, layout: str = "NCHW",
-              threads: int | None = None, relu: bool = False, tile_block: int = 0) -> Shape:
-        """The nv_shape of a layer; InputError when the padded input is smaller than the kernel."""
+              threads: int | None = None, relu: bool = False, tile_block: int = 0, pool: int = 0) -> Shape:
+        """The nv_shape of a layer; InputError when the padded input is smaller than the kernel, or for a fused
+        max pool (`pool` 2: y is the 2×2 stride-2 max pool of the output) the tile cannot hold its windows."""
         (pt, pb), (pl, pr) = pads
         r = self.algorithm.r
         oh, ow = h + pt + pb - r + 1, w + pl + pr - r + 1
         if oh < 1 or ow < 1:
             raise InputError(f"input {h}x{w} with padding {pads} is smaller than the {r}x{r} kernel")
+        if not self.pools(pool) or pool and min(oh, ow) < pool:
+            raise InputError(f"{self.algorithm.label} cannot fuse a {pool}x{pool} max pool into a {oh}x{ow} output")
         return Shape(n, c, h, w, k, oh, ow, pt, pl, int(relu), threads or os.cpu_count() or 1, tile_block, 0,
-                     LAYOUTS.index(layout), ALL_STAGES)
+                     LAYOUTS.index(layout), ALL_STAGES, pool)
+
+    def pools(self, pool: int) -> bool:
+        """Whether the kernel can compute a `pool` × `pool` stride-`pool` max pool of its output (0: none):
+        2, with tiles of even side, whose windows never straddle two tiles."""
+        return pool == 0 or pool == 2 and self.algorithm.m % 2 == 0
 
     def weight_floats(self, s: Shape) -> int:
         return int(self.fn("weight_floats")(ctypes.byref(s)))
@@ -203,7 +211,8 @@ class Kernel:
     """A compiled conv2d for one algorithm: `kernel(x, w, bias=None)` → y, float32.
 
     layout "NCHW": x (N, C, H, W) → y (N, K, OH, OW); "NHWC": x (N, H, W, C) → y (N, OH, OW, K).
-    Weights are (K, C, r, r) in both.
+    Weights are (K, C, r, r) in both.  With `relu` the kernel applies a ReLU, with `pool=2` a 2×2 stride-2 max
+    pool (even tiles only): y is then (OH // 2, OW // 2).
 
     The transformed weights are cached for the last `w` passed (by identity): after changing the
     values of the same array in place, call `set_weights(w)`.
@@ -211,11 +220,12 @@ class Kernel:
 
     def __init__(self, alg: Algorithm, padding: Any = 1, layer: tuple[int, ...] | None = None, relu: bool = False,
                  threads: int | None = None, tile_block: int = 0, layout: str = "NCHW",
-                 flags: tuple[str, ...] = FLAGS) -> None:
+                 flags: tuple[str, ...] = FLAGS, pool: int = 0) -> None:
         self.algorithm = check(alg)
         self.layout = check_layout(layout)
         self.pads = resolve_padding(padding, (self.algorithm.r, self.algorithm.r))
         self.relu = relu
+        self.pool = pool
         self.threads = threads or os.cpu_count() or 1
         self.tile_block = tile_block
         self.library = kernel_library(self.algorithm, tuple(flags))
@@ -235,7 +245,8 @@ class Kernel:
 
     def _shape_for(self, x_shape: tuple[int, ...], k: int) -> Shape:
         n, c, h, w = x_shape
-        return self.library.shape(n, c, h, w, k, self.pads, self.layout, self.threads, self.relu, self.tile_block)
+        return self.library.shape(n, c, h, w, k, self.pads, self.layout, self.threads, self.relu, self.tile_block,
+                                  self.pool)
 
     def _prepare(self, x_shape: tuple[int, ...], k: int) -> Shape:
         key = (*x_shape, k)
@@ -281,7 +292,8 @@ class Kernel:
             bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
             if bias.size != s.k:
                 raise InputError(f"bias has {bias.size} values, expected {s.k}")
-        y_shape = (s.n, s.oh, s.ow, s.k) if nhwc else (s.n, s.k, s.oh, s.ow)
+        oh, ow = (s.oh // s.pool, s.ow // s.pool) if s.pool else (s.oh, s.ow)
+        y_shape = (s.n, oh, ow, s.k) if nhwc else (s.n, s.k, oh, ow)
         if out is None:
             y = np.empty(y_shape, dtype=np.float32)
         elif out.shape != y_shape or out.dtype != np.float32 or not out.flags.c_contiguous:
@@ -391,6 +403,8 @@ BACKENDS = (Backend(
         Option("threads", "OpenMP threads (default: all cores)", None, positive_int("threads", 1, 4096)),
         Option("tile_block", "tiles per block (0: automatic)", 0, positive_int("tile_block", 0)),
         Option("layout", "NCHW or NHWC", "NCHW", choice("layout", LAYOUTS, str.upper)),
+        Option("pool", "2: also the 2x2 stride-2 max pool of the output (even tiles), 0: none", 0,
+               lambda v: int(choice("pool", ("0", "2"))(v))),
         Option("flags", "compiler flags", FLAGS, tuple),
     ),
 ),)

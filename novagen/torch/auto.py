@@ -53,8 +53,8 @@ def _cache_key(conv: Any, key: tuple[Any, ...]) -> str:
     m = machine_info()
     kernels = sorted(kernel_library(alg).built.key for alg in conv.algorithms.values())
     _, bias, relu = conv.kernel_parameters()
-    text = json.dumps([list(map(str, key)), list(conv.padding), bias is not None, relu, m["cpu"], m["vector"],
-                       kernels, torch.__version__, __version__, MEASUREMENT])
+    text = json.dumps([list(map(str, key)), list(conv.padding), bias is not None, relu, conv.kernel_pool(),
+                       m["cpu"], m["vector"], kernels, torch.__version__, __version__, MEASUREMENT])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -112,8 +112,10 @@ def _decision(conv: Any, key: tuple[Any, ...], x: torch.Tensor, times: dict[str,
 def _reference(conv: Any, x: torch.Tensor) -> np.ndarray:
     """What the layer's kernel call must compute (its conv with the fused epilogue), in float64."""
     w, b, relu = conv.kernel_parameters()
+    pool = conv.kernel_pool()
     ref = torch.nn.functional.conv2d(x.double(), w.double(), None if b is None else b.double(), 1, conv.padding)
-    return (ref.relu() if relu else ref).numpy()
+    ref = ref.relu() if relu else ref
+    return (torch.nn.functional.max_pool2d(ref, pool) if pool else ref).numpy()
 
 
 def decide_in_model(model: torch.nn.Module, inputs: Sequence[Any], layers: Mapping[str, Any],

@@ -4,13 +4,14 @@ Two custom operators (`torch.library`), each with a fake implementation so `torc
 `torch.export` trace through them:
 
 - `novagen::winograd_weights(w, algorithm)`: U = G·w·Gᵀ packed for the kernel, from fp32 weights (K, C, r, r);
-- `novagen::winograd_conv2d(x, u, bias, algorithm, padding, out_channels, relu)`: y from x (NCHW, or
-  channels_last memory), U, an optional bias and an optional ReLU, on `torch.get_num_threads()` threads.
+- `novagen::winograd_conv2d(x, u, bias, algorithm, padding, out_channels, relu, pool)`: y from x (NCHW, or
+  channels_last memory), U, an optional bias, an optional ReLU and an optional 2×2 stride-2 max pool, on
+  `torch.get_num_threads()` threads.
 
 `algorithm` is an algorithm's content hash, registered by `register`; the kernel library is built (or
 taken from the cache) once per algorithm.  `KernelConv2d` keeps U per algorithm, transformed again when
 its weight changes (in eager mode; a compiled model assumes inference weights stay put), and runs the
-epilogue fused into it (`Epilogue`: the model's BatchNorm folded into the weights, a ReLU).
+epilogue fused into it (`Epilogue`: the model's BatchNorm folded into the weights, a ReLU, a max pool).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def _library(name: str) -> KernelLibrary:
     return lib
 
 
-def _out_hw(x: torch.Tensor, r: int, padding: list[int]) -> tuple[int, int]:
-    return x.shape[2] + 2 * padding[0] - r + 1, x.shape[3] + 2 * padding[1] - r + 1
+def _out_hw(x: torch.Tensor, r: int, padding: list[int], pool: int) -> tuple[int, int]:
+    oh, ow = x.shape[2] + 2 * padding[0] - r + 1, x.shape[3] + 2 * padding[1] - r + 1
+    return (oh // pool, ow // pool) if pool else (oh, ow)
 
 
 @torch.library.custom_op("novagen::winograd_weights", mutates_args=())
@@ -77,14 +79,16 @@ def _(w: torch.Tensor, algorithm: str) -> torch.Tensor:
 
 @torch.library.custom_op("novagen::winograd_conv2d", mutates_args=())
 def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, algorithm: str,
-                    padding: list[int], out_channels: int, relu: bool = False) -> torch.Tensor:
+                    padding: list[int], out_channels: int, relu: bool = False, pool: int = 0) -> torch.Tensor:
     lib = _library(algorithm)
     n, c, h, w = (int(v) for v in x.shape)
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     xc = x.to(torch.float32).contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     pads = ((padding[0], padding[0]), (padding[1], padding[1]))
-    s = lib.shape(n, c, h, w, out_channels, pads, "NHWC" if nhwc else "NCHW", torch.get_num_threads(), relu)
-    y = torch.empty((n, out_channels, int(s.oh), int(s.ow)), dtype=torch.float32,
+    s = lib.shape(n, c, h, w, out_channels, pads, "NHWC" if nhwc else "NCHW", torch.get_num_threads(), relu,
+                  pool=pool)
+    oh, ow = _out_hw(x, lib.algorithm.r, padding, pool)
+    y = torch.empty((n, out_channels, oh, ow), dtype=torch.float32,
                     memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     b = None if bias is None else bias.to(torch.float32).contiguous()
     lib.conv2d(s, xc.data_ptr(), u.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(),
@@ -94,8 +98,8 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None,
 
 @winograd_conv2d.register_fake
 def _(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, algorithm: str, padding: list[int],
-      out_channels: int, relu: bool = False) -> torch.Tensor:
-    oh, ow = _out_hw(x, _ALGORITHMS[algorithm].r, padding)
+      out_channels: int, relu: bool = False, pool: int = 0) -> torch.Tensor:
+    oh, ow = _out_hw(x, _ALGORITHMS[algorithm].r, padding, pool)
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.empty((x.shape[0], out_channels, oh, ow), dtype=torch.float32, device=x.device,
                        memory_format=torch.channels_last if nhwc else torch.contiguous_format)
@@ -116,10 +120,12 @@ def _workspace(algorithm: str, lib: KernelLibrary, s: Any) -> torch.Tensor:
 class Epilogue:
     """What a `KernelConv2d` applies to its output besides its bias, in place of the modules of the model that
     followed it (`novagen.torch.epilogue`): a BatchNorm2d of the model, folded into the weights while it is
-    in eval mode and applied as it is in training, then a ReLU (in the kernel's output transform)."""
+    in eval mode and applied as it is in training, then a ReLU, then a 2×2 stride-2 max pool (`pool` 2; in
+    the kernel's output transform, for tiles of even side)."""
 
     bn: nn.BatchNorm2d | None = None
     relu: bool = False
+    pool: int = 0
 
 
 def folded_weights(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,8 +178,8 @@ class KernelConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         algs = ", ".join(a.label for a in self.algorithms.values())
-        fused = [name for name, on in (("batchnorm", self.epilogue.bn is not None), ("relu", self.epilogue.relu))
-                 if on]
+        fused = [name for name, on in (("batchnorm", self.epilogue.bn is not None), ("relu", self.epilogue.relu),
+                                       ("maxpool", self.epilogue.pool > 0)) if on]
         return (f"{self.in_channels}, {self.out_channels}, algorithms=[{algs}], padding={self.padding}"
                 + (f", fused=[{', '.join(fused)}]" if fused else ""))
 
@@ -206,6 +212,12 @@ class KernelConv2d(nn.Module):
                 self._folded = (stamp, folded_weights(self.weight, self.bias, bn))  # type: ignore[arg-type]
         return (*self._folded[1], self.epilogue.relu)
 
+    def kernel_pool(self) -> int:
+        """The max pool the convolution computes with (0: none): the epilogue's, unless a BatchNorm in training
+        mode runs between them."""
+        bn = self.epilogue.bn
+        return self.epilogue.pool if bn is None or self._folds() else 0
+
     def transformed(self, name: str) -> torch.Tensor:
         """U of one algorithm for the current weights (transformed again after a change, in eager mode)."""
         held = self._u.get(name)
@@ -224,23 +236,29 @@ class KernelConv2d(nn.Module):
         return [self.weight, self.bias, *folded, *held, *_WORKSPACES.__dict__.get("buffers", {}).values()]
 
     def compute(self, x: torch.Tensor, choice: str) -> torch.Tensor:
-        """One candidate's convolution with the kernel's parameters (`kernel_parameters`): an algorithm's name
-        (content hash) or TORCH."""
+        """One candidate's convolution with the kernel's parameters (`kernel_parameters`, `kernel_pool`): an
+        algorithm's name (content hash) or TORCH.  A tile of odd side leaves the max pool to torch."""
         w, b, relu = self.kernel_parameters()
+        pool = self.kernel_pool()
         if choice == TORCH:
             y = nn.functional.conv2d(x, w, b, 1, self.padding)
-            return torch.relu(y) if relu else y
-        return winograd_conv2d(x, self.transformed(choice), b, choice, list(self.padding), self.out_channels, relu)
+            y = torch.relu(y) if relu else y
+            return nn.functional.max_pool2d(y, pool) if pool else y
+        inner = pool if self.algorithms[choice].m % 2 == 0 else 0
+        y = winograd_conv2d(x, self.transformed(choice), b, choice, list(self.padding), self.out_channels, relu, inner)
+        return nn.functional.max_pool2d(y, pool) if pool and not inner else y
 
     def run(self, x: torch.Tensor, choice: str) -> torch.Tensor:
         """The module's output with one candidate: the convolution, then what of the epilogue it did not fold
-        (a BatchNorm in training mode, and the ReLU after it)."""
+        (a BatchNorm in training mode, and the ReLU and max pool after it)."""
         y = self.compute(x, choice)
         bn = self.epilogue.bn
         if bn is not None and bn.training:
             y = nn.BatchNorm2d.forward(bn, y)
             if self.epilogue.relu:
                 y = torch.relu(y)
+            if self.epilogue.pool:
+                y = nn.functional.max_pool2d(y, self.epilogue.pool)
         return y
 
     def decide(self, x: torch.Tensor) -> str:
