@@ -355,10 +355,12 @@ def test_tune_resume_and_load(tmp_path: Any) -> None:
 
 
 @pytest.mark.slow
-def test_bench_tuned_against_tvm_direct(tmp_path: Any) -> None:
+def test_bench_tuned_against_tvm_direct(tmp_path: Any, monkeypatch: Any) -> None:
     """Tune ours and TVM's direct conv2d a few trials in-process; the bench times untuned, tuned, TVM
-    unscheduled and TVM tuned side by side, every candidate correct."""
+    unscheduled and TVM tuned side by side, every candidate correct; auto given the database times them tuned."""
     from novagen.layers import Layer
+
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path / "cache"))
 
     db = tmp_path / "db"
     layer = (1, 16, 12, 12, 16)
@@ -373,6 +375,17 @@ def test_bench_tuned_against_tvm_direct(tmp_path: Any) -> None:
     assert max(row["rel_error_vs_baseline"].values()) < 1e-5
     assert row["tuned_vs_tvm_tuned"] == pytest.approx(row["tvm_tuned_ms"] / row["tuned_ms"])
     assert "geomean_tuned_vs_tvm_tuned" in result
+    # auto times the candidates the database holds with their records, TVM's conv2d among them
+    from novagen.backends.tvm.auto import DIRECT, choose
+
+    cands = ("F(2,3)/best", "F(4,3)/nova")
+    untuned = choose(layer, (1, 1), candidates=cands)
+    tuned = choose(layer, (1, 1), candidates=cands, database=db)
+    assert untuned.tuned == () and "TVM's conv2d (untuned)" in untuned.reason
+    assert tuned.tuned == ("F(4,3)/nova", DIRECT) and "TVM's conv2d (tuned)" in tuned.reason
+    assert tuned.times_ms[DIRECT] < untuned.times_ms[DIRECT] / 3  # TVM's llvm conv2d has no default schedule
+    again = choose(layer, (1, 1), candidates=cands, database=db)
+    assert again.cached and again.algorithm == tuned.algorithm and again.tuned == tuned.tuned
 
 
 @pytest.mark.slow

@@ -1,6 +1,11 @@
 """`algorithm="auto"`: per convolution, the fastest of the catalog's algorithms (one per tile size) on the
 target, among those accurate enough for the model's precision, or TVM's own conv2d when it is faster or the
-layer is too thin for Winograd to pay; measured once and cached by shape, target and algorithms."""
+layer is too thin for Winograd to pay; measured once and cached by shape, target, algorithms and records.
+
+Each candidate runs as it would be compiled now: its record in a tuning database when one is given and holds
+it (`novagen tune ALG|direct --layer ... --db`), else its default: our rule's hand-written schedule, and for
+TVM's conv2d its default pipeline, which on llvm has no schedule at all (100x slower than tuned), so
+untuned it never wins; the reason says which of the two each time was."""
 
 from __future__ import annotations
 
@@ -41,16 +46,37 @@ class Choice:
     times_ms: dict[str, float] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     cached: bool = False
+    tuned: tuple[str, ...] = ()
+    """The candidates timed with their record from the tuning database."""
 
 
 def _key(layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: str, target: Any,
-         candidates: tuple[str, ...], threads: int) -> str:
+         candidates: tuple[str, ...], threads: int, tuned: dict[str, Any]) -> str:
     from novagen.catalog import algorithm
 
     hashes = [algorithm(c).content_hash for c in candidates]
+    records = {name: hashlib.sha256(mod.script().encode()).hexdigest() for name, mod in sorted(tuned.items())}
     text = json.dumps([list(layer), list(padding), dtype, layout, str(target), hashes, threads, __version__,
-                       MEASUREMENT])
+                       MEASUREMENT, records])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def tuned_modules(database: Any, names: list[str], layer: tuple[int, ...], padding: tuple[int, int], dtype: str,
+                  layout: str, target: Any) -> dict[str, Any]:
+    """The candidates (algorithm labels or DIRECT) that the tuning database folder holds a record of, each as its
+    best scheduled module."""
+    if database is None:
+        return {}
+    from novagen.backends.tvm.tuning import open_database, tuning_workload
+
+    db = open_database(database)
+    found = {}
+    for name in names:
+        mod, _ = tuning_workload(name, layer, padding, dtype, layout)
+        sch = db.query_schedule(mod, target, workload_name="main")
+        if sch is not None:
+            found[name] = sch.mod
+    return found
 
 
 def accurate_enough(candidates: tuple[str, ...], layer: tuple[int, ...], dtype: str) -> dict[str, str]:
@@ -72,16 +98,16 @@ def accurate_enough(candidates: tuple[str, ...], layer: tuple[int, ...], dtype: 
 
 
 def measure(alg_name: str, layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: str,
-            target: Any) -> float:
-    """ms of one candidate on this machine (median of REPEATS runs, each with cold weights: MEASUREMENT): our
-    Winograd module with its default schedule, or ("direct") TVM's own conv2d as its default pipeline runs
-    it."""
+            target: Any, tuned: Any = None) -> float:
+    """ms of one candidate on this machine (median of REPEATS runs, each with cold weights: MEASUREMENT): the
+    `tuned` module when given, else our Winograd module with its default schedule, or ("direct") TVM's own
+    conv2d as its default pipeline runs it."""
     from novagen.backends.tvm.compute import direct_module
     from novagen.backends.tvm.schedule import conv2d_module
 
     tvm = load_tvm()
-    mod = (direct_module(layer, padding, dtype, layout) if alg_name == DIRECT
-           else conv2d_module(alg_name, layer, padding, dtype, layout))
+    mod = tuned if tuned is not None else (direct_module(layer, padding, dtype, layout) if alg_name == DIRECT
+                                           else conv2d_module(alg_name, layer, padding, dtype, layout))
     lib = tvm.compile(mod, target=target).mod
     name = str(mod["main"].attrs["global_symbol"])
     dev = tvm.cpu()
@@ -94,9 +120,11 @@ def measure(alg_name: str, layer: tuple[int, ...], padding: tuple[int, int], dty
 
 
 def choose(layer: tuple[int, ...], padding: tuple[int, int], dtype: str = "float32", layout: str = "NCHW",
-           target: Any = None, candidates: tuple[str, ...] = CANDIDATES, min_channels: int = 8) -> Choice:
+           target: Any = None, candidates: tuple[str, ...] = CANDIDATES, min_channels: int = 8,
+           database: Any = None) -> Choice:
     """The algorithm for one convolution (see the module docstring); llvm targets are measured here, other
-    targets (cuda without a GPU) get the tile size the CPU measurement prefers."""
+    targets (cuda without a GPU) get the tile size the CPU measurement prefers.  `database`: a tuning database
+    folder whose records of the candidates (and of TVM's conv2d) are timed in place of their defaults."""
     target = target or host_target()
     if getattr(getattr(target, "kind", None), "name", "llvm") != "llvm":
         target = host_target()  # no GPU here: the CPU's ranking of tile sizes stands in
@@ -105,25 +133,31 @@ def choose(layer: tuple[int, ...], padding: tuple[int, int], dtype: str = "float
     if min(c, k) < min_channels:
         return Choice(DIRECT, f"{c} input / {k} output channels: fewer than {min_channels}, left to TVM")
     threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
-    path = cache_dir() / "tvm-auto" / f"{_key(layer, padding, dtype, layout, target, candidates, threads)}.json"
+    tuned = tuned_modules(database, [*candidates, DIRECT], layer, padding, dtype, layout, target)
+    key = _key(layer, padding, dtype, layout, target, candidates, threads, tuned)
+    path = cache_dir() / "tvm-auto" / f"{key}.json"
     if path.is_file():
         try:
             doc = json.loads(path.read_text())
-            return Choice(doc["algorithm"], doc["reason"], doc["times_ms"], doc["refused"], True)
-        except (OSError, ValueError, KeyError):
+            return Choice(doc["algorithm"], doc["reason"], doc["times_ms"], doc["refused"], True, tuple(doc["tuned"]))
+        except (OSError, ValueError, KeyError, TypeError):
             pass
     refused = accurate_enough(candidates, layer, dtype)
     allowed = [c for c in candidates if c not in refused]
     if not allowed:
         raise TVMError(f"no Winograd algorithm is accurate enough for layer {layer} in {dtype}: {refused}")
-    times = {name: measure(name, layer, padding, dtype, layout, target) for name in [*allowed, DIRECT]}
+    times = {name: measure(name, layer, padding, dtype, layout, target, tuned.get(name))
+             for name in [*allowed, DIRECT]}
     best = min(times, key=times.__getitem__)
+    direct = f"TVM's conv2d ({'tuned' if DIRECT in tuned else 'untuned'}) {times[DIRECT]:.3g} ms"
     if best == DIRECT:
-        reason = f"TVM's conv2d {times[DIRECT]:.3g} ms beats every Winograd candidate"
+        reason = f"{direct} beats every Winograd candidate"
     else:
-        reason = f"fastest ({MEASUREMENT}): {times[best]:.3g} ms against TVM's conv2d {times[DIRECT]:.3g} ms"
-    choice = Choice(best, reason, times, refused)
+        how = "tuned" if best in tuned else "default schedule"
+        reason = f"fastest ({MEASUREMENT}): {times[best]:.3g} ms ({how}) against {direct}"
+    choice = Choice(best, reason, times, refused, tuned=tuple(sorted(tuned)))
     output_folder(path.parent)
     atomic_write(path, json.dumps({"algorithm": best, "reason": reason, "times_ms": times, "refused": refused,
-                                   "layer": list(layer), "target": str(target)}), overwrite=True)
+                                   "tuned": sorted(tuned), "layer": list(layer), "target": str(target)}),
+                 overwrite=True)
     return choice

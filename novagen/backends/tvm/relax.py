@@ -132,13 +132,14 @@ def _tensor(value: Any, name: str) -> Any:
 
 def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target: Any = "llvm",
                    min_channels: int = 8, func_name: str = "main", schedule: str = "tunable",
-                   return_report: bool = False) -> Any:
+                   return_report: bool = False, database: Any = None) -> Any:
     """Rewrite every eligible relax.nn.conv2d of `mod` into a call_tir of a Winograd PrimFunc.
 
     Eligible: a 3×3 kernel (the algorithm's r×r), stride 1, dilation 1, groups 1, symmetric padding, NCHW or
     NHWC data with OIHW weights, float32/float16, static shapes, at least `min_channels` channels in and out.
     `algorithm` names one algorithm for every conv, or "auto" (`choice.choose`): per conv, the fastest
-    catalog algorithm accurate enough for the dtype, or TVM's own conv2d where that is faster.  `params`
+    catalog algorithm accurate enough for the dtype, or TVM's own conv2d where that is faster, each timed with
+    its record in the tuning database folder `database` when it holds one (else its default).  `params`
     (bound first) may be in any form TVM uses (`detach_params`' dict of lists, name → tensor or array).
     Constant weights are transformed now, in float64 from the exact G; others inside the PrimFunc.
 
@@ -200,7 +201,7 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
             layer = (n, c, h, w, k)
             chosen, why = alg, "given"
             if auto:
-                pick = choose(layer, (pt, pl), dtype, layout, tgt, min_channels=min_channels)
+                pick = choose(layer, (pt, pl), dtype, layout, tgt, min_channels=min_channels, database=database)
                 if pick.algorithm == DIRECT:
                     skipped.append({"shape": shape, "reason": f"auto: {pick.reason}", "times_ms": pick.times_ms})
                     return call
@@ -238,13 +239,15 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
 
 
 def WinogradConv2d(algorithm: Any = "auto", params: Any = None, target: Any = "llvm",  # noqa: N802 (a pass)
-                   min_channels: int = 8, func_name: str = "main", schedule: str = "tunable") -> Any:
+                   min_channels: int = 8, func_name: str = "main", schedule: str = "tunable",
+                   database: Any = None) -> Any:
     """`rewrite_conv2d` as a TVM module pass, to run among others in a `tvm.transform.Sequential`."""
     tvm = load_tvm()
 
     @tvm.transform.module_pass(opt_level=0, name="novagen.WinogradConv2d")
     def pass_(mod: Any, _ctx: Any) -> Any:
-        return rewrite_conv2d(mod, algorithm, params, target, min_channels, func_name, schedule)
+        return rewrite_conv2d(mod, algorithm, params, target, min_channels, func_name, schedule,
+                              database=database)
 
     return pass_
 
