@@ -132,8 +132,10 @@ def test_the_fused_max_pool_matches_pooling_the_output(layout):
         ref = _max_pool2(np.maximum(correlate_direct(x, wt, 1) + b[None, :, None, None], 0))
         assert y.shape == ref.shape == (n, k, h // 2, w // 2) and rel_err(y, ref) < TOL[8], name
     odd = Kernel(alg_of("F(3,3)/best"), pool=2)
-    with pytest.raises(InputError, match="cannot fuse a 2x2 max pool"):
+    with pytest.raises(InputError, match="cannot fuse a 2x2 max pool: its 3x3 tiles"):
         odd(x, wt)
+    with pytest.raises(InputError, match="needs an output of at least 2x2, got 1x5"):
+        Kernel(alg_of("F(2,3)/classic"), padding=0, pool=2)(x[:, :, :3, :7], wt)
 
 
 @pytest.mark.parametrize("name,layer,pad", [CASES[1], CASES[6], CASES[7]])

@@ -161,8 +161,11 @@ class KernelLibrary:
         oh, ow = h + pt + pb - r + 1, w + pl + pr - r + 1
         if oh < 1 or ow < 1:
             raise InputError(f"input {h}x{w} with padding {pads} is smaller than the {r}x{r} kernel")
-        if not self.pools(pool) or pool and min(oh, ow) < pool:
-            raise InputError(f"{self.algorithm.label} cannot fuse a {pool}x{pool} max pool into a {oh}x{ow} output")
+        if not self.pools(pool):
+            raise InputError(f"{self.algorithm.label} cannot fuse a {pool}x{pool} max pool: its {self.algorithm.m}x"
+                             f"{self.algorithm.m} tiles would split windows (pool 2 needs tiles of even side)")
+        if pool and min(oh, ow) < pool:
+            raise InputError(f"a {pool}x{pool} max pool needs an output of at least {pool}x{pool}, got {oh}x{ow}")
         return Shape(n, c, h, w, k, oh, ow, pt, pl, int(relu), threads or os.cpu_count() or 1, tile_block, 0,
                      LAYOUTS.index(layout), ALL_STAGES, pool)
 
