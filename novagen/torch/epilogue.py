@@ -5,10 +5,11 @@ the pool in the kernel's output transform), each saving a pass over the layer's 
 five, batch 1: 27 ms, 14x its channels_last pool), while the fused one writes a quarter of the output.
 
 The model keeps its structure and its state-dict keys: the fused modules stay where they are, as
-pass-through subclasses holding the same parameters and buffers (`FusedBatchNorm2d`, `FusedReLU`), and the
-conv computes them (`fast.Epilogue`) in both modes, so `train()` and `load_state_dict` behave as before.  A
-module is fused only where torch.fx shows that the conv's output goes to it alone and that the model calls it
-once; a ReLU module shared by several call sites (torchvision's ResNet blocks) or a functional ReLU stays.
+pass-through subclasses holding the same parameters and buffers (`FusedBatchNorm2d`, `FusedReLU`,
+`FusedMaxPool2d`), and the conv computes them (`fast.Epilogue`) in both modes, so `train()` and
+`load_state_dict` behave as before.  A module is fused only where torch.fx shows that the conv's output goes to
+it alone and that the model calls it once; a ReLU module shared by several call sites (torchvision's ResNet
+blocks) or a functional ReLU stays.
 """
 
 from __future__ import annotations
