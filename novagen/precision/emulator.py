@@ -58,6 +58,9 @@ class Arrays(Protocol):
     def all_finite(self, x: Any) -> bool: ...
     def zeros(self, shape: Sequence[int]) -> Any: ...
     def moveaxis(self, x: Any, src: int, dst: int) -> Any: ...
+    def slices(self, x: Any, axis: int) -> list[Any]: ...
+    def stack(self, xs: Sequence[Any], axis: int) -> Any: ...
+    def scalar(self, v: float) -> Any: ...
     def apply(self, x: Any, T: Any, fmt: str) -> Any: ...
     def gemm(self, U: Any, V: Any, fmt: str) -> Any: ...
     def tiles(self, x: Any, algs: Sequence[Transforms], pads: Pads) -> tuple[Any, list[int]]: ...
@@ -85,19 +88,18 @@ def store(x: Any, stage: Stage, ops: Arrays, taps: int = 0, scale: Any = None) -
 
 
 def transform_axis(x: Any, T: np.ndarray, axis: int, fmt: str, ops: Arrays) -> Any:
-    """T applied along `axis` of x in format `fmt` (see the module docstring)."""
-    x = ops.moveaxis(x, axis, -1)
-    if fmt in ops.native and ops.all_finite(x):
-        return ops.moveaxis(ops.apply(x, ops.matrix(T), fmt), -1, axis)
-    acc = ops.zeros((*x.shape[:-1], T.shape[0]))
-    for j in range(T.shape[1]):
-        col = T[:, j]
-        nz = col != 0
-        if not nz.any():
-            continue
-        term = ops.round(x[..., j:j + 1] * ops.matrix(col), fmt)
-        acc = ops.where(ops.matrix(nz.astype(np.float64)) > 0, ops.round(acc + term, fmt), acc)
-    return ops.moveaxis(acc, -1, axis)
+    """T applied along `axis` of x in format `fmt` (see the module docstring): each output row sums its
+    nonzero terms T[i, j]·x_j in increasing j, from +0, every product and sum rounded."""
+    if fmt in ops.native and ops.all_finite(ops.moveaxis(x, axis, -1)):
+        return ops.moveaxis(ops.apply(ops.moveaxis(x, axis, -1), ops.matrix(T), fmt), -1, axis)
+    xs = ops.slices(x, axis)
+    rows = []
+    for i in range(T.shape[0]):
+        acc = ops.zeros(xs[0].shape)
+        for j in np.flatnonzero(T[i]):
+            acc = ops.round(acc + ops.round(xs[j] * ops.scalar(T[i, j]), fmt), fmt)
+        rows.append(acc)
+    return ops.stack(rows, axis)
 
 
 def transform(x: Any, mats: Sequence[np.ndarray], first_axis: int, fmt: str, ops: Arrays) -> Any:

@@ -61,6 +61,15 @@ class NumpyArrays:
     def moveaxis(self, x: np.ndarray, src: int, dst: int) -> np.ndarray:
         return np.moveaxis(x, src, dst)
 
+    def slices(self, x: np.ndarray, axis: int) -> list[np.ndarray]:
+        return list(np.ascontiguousarray(np.moveaxis(x, axis, 0)))
+
+    def stack(self, xs: Sequence[np.ndarray], axis: int) -> np.ndarray:
+        return np.stack(xs, axis=axis)
+
+    def scalar(self, v: float) -> np.float64:
+        return np.float64(v)
+
     def apply(self, x: np.ndarray, T: np.ndarray, fmt: str) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             if fmt == "fp32":

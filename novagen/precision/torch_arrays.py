@@ -90,6 +90,15 @@ class TorchArrays:
     def moveaxis(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
         return x.movedim(src, dst)
 
+    def slices(self, x: torch.Tensor, axis: int) -> list[torch.Tensor]:
+        return list(x.movedim(axis, 0).contiguous().unbind(0))
+
+    def stack(self, xs: Sequence[torch.Tensor], axis: int) -> torch.Tensor:
+        return torch.stack(list(xs), dim=axis)
+
+    def scalar(self, v: float) -> float:
+        return float(v)
+
     def apply(self, x: torch.Tensor, T: torch.Tensor, fmt: str) -> torch.Tensor:
         return x @ T.T
 
