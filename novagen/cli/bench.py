@@ -169,5 +169,5 @@ def _bench_torch_model(model: str, batch: int, repeats: int, threads: int | None
     console.print(tables.torch_model_table(result))
     console.print(f"speed-up {result['speedup']:.2f}x; {len(result['choices'])} layers chose, "
                   f"{sum(c['label'] != 'torch' for c in result['choices'])} a Winograd kernel; "
-                  f"{len(result['fused'])} took their BatchNorm/ReLU into the kernel"
+                  f"{len(result['fused'])} took the BatchNorm/ReLU/max pool after them into the kernel"
                   + (f" ({result['not_fused']})" if result["not_fused"] else ""))
