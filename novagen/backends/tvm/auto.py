@@ -4,8 +4,8 @@ layer is too thin for Winograd to pay; measured once and cached by shape, target
 
 Each candidate runs as it would be compiled now: its record in a tuning database when one is given and holds
 it (`novagen tune ALG|direct --layer ... --db`), else its default: our rule's hand-written schedule, and for
-TVM's conv2d its default pipeline, which on llvm has no schedule at all (100x slower than tuned), so
-untuned it never wins; the reason says which of the two each time was."""
+TVM's conv2d its default pipeline, which on llvm has no schedule at all (149 ms on a ResNet-18 layer our
+default runs in 0.85 ms), so on real layers TVM's conv wins only tuned; the reason says which each was."""
 
 from __future__ import annotations
 
