@@ -14,12 +14,13 @@ precision), measured by the exact emulator:
 
 A study takes hours on a small machine (each fine-tuned row trains the network again), so every finished row is
 kept on disk as it comes, keyed by the study's settings, the machine, torch and the hash of the novagen code a
-study runs (not the kernels, benches and command line, which it never calls): an interrupted study started again
-resumes where it stopped.
+study runs (not the kernels, benches and command line, which it never calls; nor docstrings and comments): an
+interrupted study started again resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import json
@@ -44,15 +45,29 @@ _NOT_RUN = ("backends/", "cli/", "torch/fast.py", "torch/auto.py", "torch/epilog
             "limits.py", "costmodel.py")
 
 
+def _code(source: str) -> str:
+    """What of a module's source can change a result: its syntax tree without docstrings (comments and layout
+    are not in the tree)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
 def _code_hash() -> str:
-    """sha256 of the Python sources a study runs: a change to them invalidates the rows kept on disk."""
+    """sha256 of the code a study runs: a change to it invalidates the rows kept on disk; a change to
+    docstrings, comments or layout does not."""
     h = hashlib.sha256()
     root = Path(__file__).parent
     for path in sorted(root.rglob("*.py")):
         if path.relative_to(root).as_posix().startswith(_NOT_RUN):
             continue
         h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
+        h.update(_code(path.read_text()).encode())
     return h.hexdigest()
 
 

@@ -138,6 +138,17 @@ def test_procedural_shapes_are_seeded_and_balanced():
     assert not torch.equal(a.x_train, shapes_data(200, 50, seed=2).x_train)
 
 
+def test_the_kept_rows_key_ignores_docstrings_comments_and_layout():
+    from novagen.lowprecision import _code
+
+    src = 'def f(x):\n    """Twice x."""\n    return 2 * x  # doubled\n\n\nclass A:\n    """A class."""\n'
+    edited = ('def f(x):\n    """Two times x, documented anew."""\n    # a new comment\n    return 2*x\n\n'
+              'class A:\n    pass\n')
+    assert _code(src) == _code(edited)
+    assert _code(src) != _code(src.replace("2 * x", "3 * x"))
+    assert _code('"""Module doc."""\nX = 1\n') == _code("X = 1\n") != _code("X = 2\n")
+
+
 @pytest.mark.slow
 def test_an_interrupted_study_resumes_from_its_kept_rows(tmp_path, monkeypatch):
     """A study keeps each finished row on disk: stopped part-way (Ctrl-C), the same study started again takes

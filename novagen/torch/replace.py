@@ -51,9 +51,9 @@ def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: s
     backend "c": the generated C kernel (fp32) as a PyTorch operator, `algorithm` one algorithm or "auto":
     per layer, the fastest of the catalog's fp32 algorithms and torch's own conv2d, measured on the first call
     with each input shape, or at once and inside the model when `example_inputs` are given (the model is run
-    on them: `novagen.torch.auto.decide_in_model`).  With `fuse`, the BatchNorm2d and ReLU modules that only a
-    replaced conv feeds run inside it (`novagen.torch.epilogue`; the model keeps its structure and state-dict
-    keys).
+    on them: `novagen.torch.auto.decide_in_model`).  With `fuse`, the BatchNorm2d, ReLU and 2×2 stride-2
+    MaxPool2d modules that only a replaced conv feeds run inside it (`novagen.torch.epilogue`; the model keeps
+    its structure and state-dict keys).
 
     With `calibrate` (input batches, a tensor of inputs, or (input, label) pairs), the int8/fp8 stages get
     static scales calibrated on that data (`novagen.torch.calibrate`).  The report
