@@ -381,6 +381,10 @@ def test_bench_tuned_against_tvm_direct(tmp_path: Any, monkeypatch: Any) -> None
     cands = ("F(2,3)/best", "F(4,3)/nova")
     found = tuned_modules(db, [*cands, DIRECT], layer, (1, 1), "float32", "NCHW", nt.host_target())
     assert set(found) == {"F(4,3)/nova", DIRECT}  # F(2,3)/best was never tuned
+    from novagen.backends.tvm.tuning import open_database
+
+    opened = tuned_modules(open_database(db), [*cands, DIRECT], layer, (1, 1), "float32", "NCHW", nt.host_target())
+    assert {n: m.script() for n, m in opened.items()} == {n: m.script() for n, m in found.items()}
     for name in found:  # each the database's best record, as load_tuned applies it
         assert found[name].script() == nt.load_tuned(name, layer, db).script()
     untuned = choose(layer, (1, 1), candidates=cands)

@@ -244,7 +244,7 @@ class KernelConv2d(nn.Module):
             y = nn.functional.conv2d(x, w, b, 1, self.padding)
             y = torch.relu(y) if relu else y
             return nn.functional.max_pool2d(y, pool) if pool else y
-        inner = pool if self.algorithms[choice].m % 2 == 0 else 0
+        inner = pool if _library(choice).pools(pool) else 0
         y = winograd_conv2d(x, self.transformed(choice), b, choice, list(self.padding), self.out_channels, relu, inner)
         return nn.functional.max_pool2d(y, pool) if pool and not inner else y
 

@@ -63,13 +63,13 @@ def _key(layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: s
 
 def tuned_modules(database: Any, names: list[str], layer: tuple[int, ...], padding: tuple[int, int], dtype: str,
                   layout: str, target: Any) -> dict[str, Any]:
-    """The candidates (algorithm labels or DIRECT) that the tuning database folder holds a record of, each as its
-    best scheduled module."""
+    """The candidates (algorithm labels or DIRECT) that the tuning database (a folder, or one `open_database`
+    opened) holds a record of, each as its best scheduled module."""
     if database is None:
         return {}
     from novagen.backends.tvm.tuning import open_database, tuning_workload
 
-    db = open_database(database)
+    db = open_database(database) if isinstance(database, (str, os.PathLike)) else database
     found = {}
     for name in names:
         mod, _ = tuning_workload(name, layer, padding, dtype, layout)
@@ -124,7 +124,8 @@ def choose(layer: tuple[int, ...], padding: tuple[int, int], dtype: str = "float
            database: Any = None) -> Choice:
     """The algorithm for one convolution (see the module docstring); llvm targets are measured here, other
     targets (cuda without a GPU) get the tile size the CPU measurement prefers.  `database`: a tuning database
-    folder whose records of the candidates (and of TVM's conv2d) are timed in place of their defaults."""
+    (a folder, or one already opened) whose records of the candidates (and of TVM's conv2d) are timed in place
+    of their defaults."""
     target = target or host_target()
     if getattr(getattr(target, "kind", None), "name", "llvm") != "llvm":
         target = host_target()  # no GPU here: the CPU's ranking of tile sizes stands in

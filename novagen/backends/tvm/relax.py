@@ -169,6 +169,10 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
         raise TVMError(f"schedule '{schedule}' is not known: use one of {', '.join(SCHEDULES)}")
     mod = bind_params(mod, params, func_name)
     tgt = resolve_target(target)
+    if auto and database is not None:  # read once, not per convolution
+        from novagen.backends.tvm.tuning import open_database
+
+        database = open_database(database)
     kind = "cuda" if tgt.kind.name == "cuda" else "llvm"
     rewritten: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
