@@ -177,9 +177,10 @@ def bench_model(name: str, batch: int = 1, repeats: int = 10, threads: int | Non
                 layout: str = "NCHW") -> dict[str, Any]:
     """Whole-model latency of an ImageNet-shaped model built in code (`novagen.models`): torch eager against
     the same model after `novagen.torch.replace_conv2d(model, algorithm, backend="c")`, whose "auto" choices
-    are made (and cached) before timing, and which BatchNorm and ReLU modules run inside the kernels
-    ("fused"); outputs checked against torch's.  layout "NHWC": model and input in channels_last memory, for
-    both (torch's own convolutions and pooling are faster so)."""
+    are made (and cached) before timing, which BatchNorm, ReLU and max pool modules run inside the kernels
+    ("fused") and which other max pools run novagen's C pool ("pools"); outputs checked against torch's.
+    layout "NHWC": model and input in channels_last memory, for both (torch's own convolutions and pooling
+    are faster so)."""
     import torch
 
     from novagen.models import example_input, imagenet_model
@@ -208,4 +209,5 @@ def bench_model(name: str, batch: int = 1, repeats: int = 10, threads: int | Non
                      "max_rel_error": float(np.abs(t.output - ref).max() / np.abs(ref).max()), "passed": t.passed})
     return {"model": name, "batch": batch, "layout": layout, "machine": {**machine_info(), "threads": threads},
             "rows": rows, "speedup": rows[0]["ms"] / rows[1]["ms"], "choices": report.choices(), "left": report.skipped,
-            "fused": report.fused, "not_fused": report.not_fused, "timing": settings(repeats, "alternating")}
+            "fused": report.fused, "not_fused": report.not_fused, "pools": report.pools,
+            "timing": settings(repeats, "alternating")}

@@ -246,6 +246,7 @@ class Pooled(torch.nn.Module):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_a_2x2_max_pool_after_the_conv_runs_in_the_kernel(name, channels_last):
     from novagen.torch.epilogue import FusedMaxPool2d
+    from novagen.torch.pool import KernelMaxPool2d
 
     torch.manual_seed(0)
     for second, fused in ((torch.nn.MaxPool2d(3, 2, 1), False), (torch.nn.MaxPool2d(2, ceil_mode=True), False),
@@ -257,7 +258,8 @@ def test_a_2x2_max_pool_after_the_conv_runs_in_the_kernel(name, channels_last):
             model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         fast, report = ntorch.replace_conv2d(model, name, backend="c", return_report=True)
         assert [row["maxpool"] for row in report.fused] == ["features.2", "features.5" if fused else None, "features.7"]
-        assert type(fast.features[5]) is (FusedMaxPool2d if fused else type(second))
+        assert type(fast.features[5]) is (FusedMaxPool2d if fused else KernelMaxPool2d)  # else novagen's C pool
+        assert report.pools == ([] if fused else ["features.5"])
         assert type(fast.features[7]) is FusedMaxPool2d  # no ReLU between: the pool follows the conv itself
         with torch.no_grad():
             got, ref = fast(x), model(x)
@@ -265,6 +267,65 @@ def test_a_2x2_max_pool_after_the_conv_runs_in_the_kernel(name, channels_last):
         assert ref.isnan().any() and not (ref.isnan() & ~got.isnan()).any()
         finite = ~got.isnan()
         assert finite[1].all() and _rel(got[finite], ref[finite]) < 1e-4
+
+
+@pytest.mark.parametrize("kernel,stride,padding,ceil", [
+    (3, 2, 1, False), (3, 2, 1, True), (2, 2, 0, True), ((3, 2), (2, 1), (1, 0), False), (5, 3, 2, True),
+    (1, 1, 0, False)])
+@pytest.mark.parametrize("shape", [(1, 64, 112, 112), (2, 5, 17, 30), (3, 1, 5, 7)])
+def test_the_c_max_pool_matches_torch(kernel, stride, padding, ceil, shape):
+    """novagen's C pool on NCHW batches: torch's output size (floor and ceil mode), values, and a NaN winning
+    its window; channels_last inputs and inputs that need a gradient run torch's own pool."""
+    from novagen.torch.pool import KernelMaxPool2d
+
+    torch.manual_seed(shape[2])
+    pool = torch.nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil)
+    ours = KernelMaxPool2d.from_pool(pool)
+    x = torch.randn(*shape)
+    x[-1, 0, shape[2] // 2, 1] = float("nan")
+    assert ours.runs_kernel(x)
+    with torch.no_grad():
+        got, ref = ours(x), pool(x)
+    assert got.shape == ref.shape and torch.equal(got.isnan(), ref.isnan()) and ref.isnan().any()
+    assert torch.equal(got.nan_to_num(), ref.nan_to_num())
+    xl = x.contiguous(memory_format=torch.channels_last)
+    if shape[1] > 1:
+        assert not ours.runs_kernel(xl)
+    with torch.no_grad():
+        assert torch.equal(ours(xl).nan_to_num(), ref.nan_to_num())
+    xg = x.nan_to_num().requires_grad_()
+    assert not ours.runs_kernel(xg)
+    ours(xg).sum().backward()  # torch's pool: autograd as before
+    assert xg.grad is not None and xg.grad.sum() == ref.numel()
+
+
+def test_a_stem_max_pool_runs_the_c_pool_in_compiled_and_exported_models():
+    """A ResNet-style stem (7x7/2 conv, BatchNorm, ReLU, 3x3/2 padded pool) then a 3x3 conv: the conv is
+    replaced, the pool (not fusable) runs novagen's operator, also under torch.compile and torch.export."""
+    from novagen.torch.pool import KernelMaxPool2d, max_pool2d
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 7, 2, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                torch.nn.MaxPool2d(3, 2, 1), torch.nn.Conv2d(16, 16, 3, padding=1)).eval()
+    x = torch.randn(2, 3, 45, 38)
+    fast, report = ntorch.replace_conv2d(model, "F(4,3)/nova", backend="c", return_report=True)
+    assert report.replaced == ["4"] and report.pools == ["3"] and type(fast[3]) is KernelMaxPool2d
+    with torch.no_grad():
+        ref = model(x)
+        assert _rel(fast(x), ref) < 1e-4
+        assert _rel(torch.compile(fast)(x), ref) < 1e-4
+    with torch.no_grad():  # an inference graph; one that needs gradients keeps torch's pool (ours has no backward)
+        ep = torch.export.export(fast, (x,))
+        assert _rel(ep.module()(x), ref) < 1e-4
+    assert sum("novagen.max_pool2d" in str(node.target) for node in ep.graph.nodes) == 1
+    trainable = torch.export.export(fast, (x,))
+    pools = [str(n.target) for n in trainable.graph.nodes if "max_pool2d" in str(n.target)]
+    assert pools == ["aten.max_pool2d.default"]
+    torch.library.opcheck(max_pool2d, (torch.randn(2, 3, 9, 8), [3, 3], [2, 2], [1, 1], True))
+    kept, report = ntorch.replace_conv2d(model, "F(4,3)/nova", backend="c", pools=False, return_report=True)
+    assert report.pools == [] and type(kept[3]) is torch.nn.MaxPool2d
+    with pytest.raises(InputError, match="at most half the kernel"):
+        max_pool2d(x, [3, 3], [2, 2], [2, 2])
 
 
 def test_auto_decides_with_the_fused_epilogue(tmp_path, monkeypatch):
@@ -384,3 +445,4 @@ def test_cli_whole_model_bench(capsys, tmp_path, monkeypatch, layout):
     assert doc["speedup"] == pytest.approx(torch_row["ms"] / ours["ms"])
     assert len(doc["choices"]) == 13 and all(c["channels_last"] == (layout == "NHWC") for c in doc["choices"])
     assert len(doc["fused"]) >= 1
+    assert doc["pools"] == ["maxpool"]  # the stem's 3x3/2 pool: novagen's C pool in NCHW, torch's in channels_last

@@ -170,4 +170,6 @@ def _bench_torch_model(model: str, batch: int, repeats: int, threads: int | None
     console.print(f"speed-up {result['speedup']:.2f}x; {len(result['choices'])} layers chose, "
                   f"{sum(c['label'] != 'torch' for c in result['choices'])} a Winograd kernel; "
                   f"{len(result['fused'])} took the BatchNorm/ReLU/max pool after them into the kernel"
-                  + (f" ({result['not_fused']})" if result["not_fused"] else ""))
+                  + (f" ({result['not_fused']})" if result["not_fused"] else "")
+                  + (f"; {len(result['pools'])} other max pool(s) run novagen's C pool on NCHW inputs"
+                     if result["pools"] else ""))

@@ -157,6 +157,7 @@ class Replacement:
     scales: dict[str, Any] = field(default_factory=dict)  # calibrated static scales by layer
     fused: list[dict[str, Any]] = field(default_factory=list)  # fast backend: epilogues run inside the convs
     not_fused: str | None = None  # why no epilogue was fused (the model is not traceable)
+    pools: list[str] = field(default_factory=list)  # fast backend: MaxPool2d modules running novagen's C pool
 
     def choices(self) -> list[dict[str, Any]]:
         """Per replaced layer and input shape: the choice, its times and why (the fast backend's "auto")."""

@@ -20,6 +20,7 @@ from typing import Any
 from torch import fx, nn
 
 from novagen.torch.fast import KernelConv2d
+from novagen.torch.pool import pair
 
 
 class FusedBatchNorm2d(nn.BatchNorm2d):
@@ -46,8 +47,6 @@ class FusedMaxPool2d(nn.MaxPool2d):
 
 def _pool_window(pool: nn.MaxPool2d) -> int:
     """2 for the max pool the kernel computes (2×2, stride 2, no padding or dilation, floor, no indices), else 0."""
-    def pair(v: Any) -> tuple[int, ...]:
-        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
     plain = (pair(pool.kernel_size) == (2, 2) and pair(pool.stride or pool.kernel_size) == (2, 2)
              and pair(pool.padding) == (0, 0) and pair(pool.dilation) == (1, 1))
     return 2 if plain and not pool.ceil_mode and not pool.return_indices else 0
