@@ -212,7 +212,8 @@ def test_catalog_table_and_json(capsys):
 
 
 def test_console_script_has_no_traceback():
-    exe = shutil.which("novagen") or str(Path(sys.executable).parent / "novagen")
+    beside = Path(sys.executable).parent / "novagen"  # this Python's novagen, not another one on PATH
+    exe = str(beside) if beside.is_file() else shutil.which("novagen") or "novagen"
     result = subprocess.run([exe, "show", "F(0,3)"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "novagen: error: F(0,3): m and r must be at least 1, as in F(6,3)"
