@@ -297,6 +297,8 @@ def test_the_c_max_pool_matches_torch(kernel, stride, padding, ceil, shape):
     assert not ours.runs_kernel(xg)
     ours(xg).sum().backward()  # torch's pool: autograd as before
     assert xg.grad is not None and xg.grad.sum() == ref.numel()
+    empty = torch.empty(0, *shape[1:])
+    assert not ours.runs_kernel(empty) and ours(empty).shape == (0, *ref.shape[1:])
 
 
 def test_a_stem_max_pool_runs_the_c_pool_in_compiled_and_exported_models():

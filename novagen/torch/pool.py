@@ -64,10 +64,10 @@ class KernelMaxPool2d(nn.MaxPool2d):
         return new
 
     def runs_kernel(self, x: torch.Tensor) -> bool:
-        """Whether x goes to the C pool: a contiguous fp32 CPU NCHW batch that needs no gradient."""
-        return (x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()
-                and not (x.requires_grad and torch.is_grad_enabled()) and not self.return_indices
-                and pair(self.dilation) == (1, 1))
+        """Whether x goes to the C pool: a contiguous, non-empty fp32 CPU NCHW batch that needs no gradient."""
+        return (x.dim() == 4 and x.numel() > 0 and x.dtype == torch.float32 and x.device.type == "cpu"
+                and x.is_contiguous() and not (x.requires_grad and torch.is_grad_enabled())
+                and not self.return_indices and pair(self.dilation) == (1, 1))
 
     def forward(self, x: Any) -> Any:
         if not self.runs_kernel(x):
