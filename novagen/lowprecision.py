@@ -130,7 +130,8 @@ def variant(model: torch.nn.Module, data: Dataset, alg: str, precision: str, how
         rep = _finetuned(q, data, precision, epochs, calibration, method, seed,
                          ("matrices",) if how == "free" else ("points", "scales"),
                          f"learned-{data.name}-{precision}", progress)
-        extra = {"learned": rep.rows(), "losses": rep.losses, "verified": how == "finetuned"}
+        extra = {"learned": rep.rows(), "losses": rep.losses, "steps": rep.steps, "skipped": rep.skipped,
+                 "verified": how == "finetuned" and not rep.stalled}
     return accuracy(q, data.x_test, data.y_test), extra
 
 
@@ -239,6 +240,8 @@ def learn(name: str, network: str, start: str, precision: str, epochs: int = 2, 
     top1["start"] = accuracy(q, data.x_test, data.y_test)
     rep = _finetuned(q, data, precision, epochs, calibration, method, seed, ("points", "scales"), family, say,
                      max_denominator)
+    if rep.stalled:
+        raise InputError(f"{name}: {rep.stalled}; nothing was learned")
     src, alg = next(iter(rep.algorithms.items()))
     if rep.diverged:
         raise InputError(f"{name}: fine-tuning {start} in {precision} diverged (every step overflowed or the "

@@ -115,6 +115,34 @@ def test_finetuning_skips_non_finite_steps_and_never_ends_in_nan_points():
     assert novagen.verify(alg).verified
 
 
+def test_finetuning_trains_through_direct_int8_layers():
+    """The shapes ResNet as the study runs it: Winograd int8-tap where eligible, its stride-2 and 1x1 convs
+    direct in int8 (others="direct").  Every step trains (an int32 guard once made every gradient NaN, so
+    no step was taken) and the gradient reaches the stem through the direct layers."""
+    from novagen.datasets import shapes_data, small_resnet
+
+    torch.manual_seed(0)
+    data = shapes_data(128, 16, seed=0)
+    q = replace_conv2d(small_resnet(width=8).eval(), "F(4,3)/best", "int8-tap", others="direct")
+    calibrate(q, data.x_train[:32], "percentile", seed=0)
+    q.train()
+    torch.nn.functional.cross_entropy(q(data.x_train[:32]), data.y_train[:32]).backward()
+    stem = q[0].weight.grad
+    assert stem is not None and torch.isfinite(stem).all() and stem.abs().max() > 0
+    rep = finetune(q, (data.x_train, data.y_train), epochs=1, batch=32, max_denominator=8, label="learned-resnet")
+    assert (rep.steps, rep.skipped, rep.stalled) == (4, 0, None) and np.isfinite(rep.losses).all()
+    (alg,) = rep.algorithms.values()
+    assert novagen.verify(alg).verified
+
+
+def test_finetuning_that_takes_no_step_learns_nothing_and_says_so():
+    x = torch.full((64, 3, 12, 12), float("inf"))
+    q = replace_conv2d(_net(), "F(4,3)/classic", "int8-tap")
+    rep = finetune(q, (x, torch.zeros(64, dtype=torch.long)), epochs=2, batch=32)
+    assert (rep.steps, rep.skipped, rep.algorithms) == (0, 4, {})
+    assert "took no step" in rep.stalled and q[0].algs[0] == novagen.algorithm("F(4,3)/classic")
+
+
 def test_package_functions_survive_importing_every_submodule():
     """novagen.torch.calibrate and .finetune are functions; a submodule of the same name, once imported,
     would replace them on the package (the CLI's finetune failed that way in CI)."""

@@ -142,9 +142,12 @@ def finetune_cmd(
     rep = nt.finetune(model_q, (x, y), epochs=epochs, learn=parts, seed=seed, label=label,
                       calibrate=x[:calibrate] if calibrate else None,
                       progress=lambda msg: console.print(msg) if console.is_terminal else None)
+    if rep.stalled:
+        raise InputError(f"{model_path}: {rep.stalled}; nothing written")
     after = _accuracy(model_q, x, y)
     doc = {"model": str(model_path), "algorithm": algorithm, "precision": precision, "epochs": epochs,
-           "learn": list(parts), "seconds": round(rep.seconds, 1), "losses": rep.losses,
+           "learn": list(parts), "seconds": round(rep.seconds, 1), "losses": rep.losses, "steps": rep.steps,
+           "skipped_steps": rep.skipped,
            "top1_on_data": {"fp32": before, "dynamic": dynamic, "finetuned": after},
            "learned": rep.rows(), "layers": rep.layers}
     output_folder(output)

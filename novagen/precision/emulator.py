@@ -128,10 +128,12 @@ def _count(counts: dict[str, int], key: str, x: Any, ops: Arrays) -> None:
 
 
 def int32_guard(acc: Any, counts: dict[str, int], ops: Arrays) -> Any:
-    """An int32 accumulator that left its range wraps in hardware: mark it NaN and count it."""
+    """An int32 accumulator that left its range wraps in hardware: mark it NaN and count it.  (The NaN is a
+    constant, not acc * NaN: that branch's zero gradient times NaN would make every gradient through a
+    fine-tuned network NaN.)"""
     bad = abs(acc) > INT32_MAX
     counts["int32"] = counts.get("int32", 0) + ops.count_true(bad)
-    return ops.where(bad, acc * np.nan, acc)
+    return ops.where(bad, float("nan"), acc)
 
 
 def _matrices(algs: Sequence[Transforms], fmt: str, which: int) -> list[np.ndarray]:

@@ -46,10 +46,19 @@ class FinetuneReport:
     layers: dict[str, str] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    steps: int = 0                                          # optimizer steps taken
     skipped: int = 0                                        # steps skipped for a non-finite loss or gradient
     diverged: list[str] = field(default_factory=list)       # algorithms whose points left the finite numbers
     balancing: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)  # learned log2 row scales
     unverified: list[str] = field(default_factory=list)     # learned as free matrices: no exact algorithm
+
+    @property
+    def stalled(self) -> str | None:
+        """Why nothing was learned when no step was taken, else None."""
+        if self.steps or not self.skipped:
+            return None
+        return (f"fine-tuning took no step: all {self.skipped} batches gave a non-finite loss or gradient (the "
+                "emulated layers overflow); the layers keep the algorithms they started from")
 
     def rows(self) -> list[dict[str, Any]]:
         exact = [{"from": src, "learned": alg.label, "points": [str(p) for p in alg.finite_points or ()],
@@ -129,6 +138,7 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
                 report.skipped += 1
                 continue
             opt.step()
+            report.steps += 1
             total, count = total + loss.item() * len(idx), count + len(idx)
         report.losses.append(total / count if count else float("nan"))
         if progress:
@@ -152,6 +162,12 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
             return float(F.cross_entropy(model(x[probe]), y[probe]))
 
     learned: dict[str, Algorithm] = {}
+    if report.steps == 0:  # nothing trained: the layers keep their algorithms (callers say so; see `stalled`)
+        restore({src: lp.source for src, lp in shared.items()})
+        if calibrate is not None:
+            run_calibration(model, calibrate, calibrate_method, seed=seed)
+        report.seconds = time.monotonic() - start
+        return report
     for src, lp in shared.items():
         if not all(torch.isfinite(p).all() for p in lp.parameters()):
             report.diverged.append(src)  # keep the algorithm it started from
