@@ -204,7 +204,7 @@ def test_catalog_table_and_json(capsys):
     rows = json.loads(out)
     assert [r["name"] for r in rows] == ["F(6,3)/integer", "F(6,3)/classic", "F(6,3)/nova", "F(6,3)/kappa",
                                          "F(6,3)/transforms", "F(6,3)/best", "F(6,3)/best-dyadic",
-                                         "F(6,3)/digits-int8"]
+                                         "F(6,3)/digits-int8", "F(6,3)/shapes-int8"]
     assert rows[2]["metrics"]["vandermonde_cond"] == pytest.approx(76.64, abs=0.01)
     assert rows[1]["provenance"]["family"] == "classic"
     assert rows[3]["provenance"]["campaign"] == "search/f6_3-kappa.toml"

@@ -194,7 +194,7 @@ def test_shipped_fine_tuned_entries_match_their_campaigns():
     from novagen.catalog import catalog_entries
 
     camps = {c.name: c for c in S.shipped_campaigns() if c.kind == "finetune"}
-    assert set(camps) >= {"F(4,3)/digits-int8", "F(6,3)/digits-int8", "F(8,3)/digits-fp16"}
+    assert set(camps) >= {"F(4,3)/digits-int8", "F(6,3)/digits-int8", "F(8,3)/digits-fp16", "F(6,3)/shapes-int8"}
     entries = {e.name: e for e in catalog_entries()}
     for name, camp in camps.items():
         prov = entries[name].provenance
