@@ -109,14 +109,15 @@ def _emulated(model: torch.nn.Module, data: Dataset, alg: str, precision: str, c
 
 def _finetuned(q: torch.nn.Module, data: Dataset, precision: str, epochs: int, calibration: int, method: str,
                seed: int, learn: Sequence[str], label: str, progress: Callable[[str], None] | None,
-               max_denominator: int = 16) -> Any:
-    """`finetune` of an `_emulated` model on the training split (int8: recalibrated afterwards)."""
+               max_denominator: int = 16, **rates: Any) -> Any:
+    """`finetune` of an `_emulated` model on the training split (int8: recalibrated afterwards); `rates`:
+    finetune's lr, lr_points and schedule."""
     from novagen.torch.training import finetune
 
     calib = data.x_train[:calibration] if precision.startswith("int8") else None
     return finetune(q, (data.x_train, data.y_train), epochs=epochs, seed=seed, learn=learn,
                     max_denominator=max_denominator, calibrate=calib, calibrate_method=method, label=label,
-                    progress=progress)
+                    progress=progress, **rates)
 
 
 def variant(model: torch.nn.Module, data: Dataset, alg: str, precision: str, how: str, epochs: int = 2,
@@ -222,12 +223,13 @@ class Learned:
 
 
 def learn(name: str, network: str, start: str, precision: str, epochs: int = 2, calibration: int = 256,
-          method: str = "percentile", seed: int = 0, max_denominator: int = 16,
+          method: str = "percentile", seed: int = 0, max_denominator: int = 16, lr: float = 3e-4,
+          lr_points: float = 2e-3, schedule: str = "constant",
           progress: Callable[[str], None] | None = None) -> Learned:
     """The catalog entry `name` learned by Winograd-aware fine-tuning: the network of `novagen.datasets`
     trained here (seeded), its eligible convolutions emulated with `start` in `precision` (int8: calibrated
     per tap first), fine-tuned `epochs` with the points and balancing learned, snapped (denominators up to
-    `max_denominator`) and verified."""
+    `max_denominator`) and verified; `lr`, `lr_points` and `schedule` as in `novagen.torch.finetune`."""
     say = progress or (lambda message: None)
     began = time.monotonic()
     spec, family = split_name(name)
@@ -239,7 +241,7 @@ def learn(name: str, network: str, start: str, precision: str, epochs: int = 2, 
     q = _emulated(model, data, start, precision, True, calibration, method, seed)
     top1["start"] = accuracy(q, data.x_test, data.y_test)
     rep = _finetuned(q, data, precision, epochs, calibration, method, seed, ("points", "scales"), family, say,
-                     max_denominator)
+                     max_denominator, lr=lr, lr_points=lr_points, schedule=schedule)
     if rep.stalled:
         raise InputError(f"{name}: {rep.stalled}; nothing was learned")
     src, alg = next(iter(rep.algorithms.items()))

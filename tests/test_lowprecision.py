@@ -135,6 +135,62 @@ def test_finetuning_trains_through_direct_int8_layers():
     assert novagen.verify(alg).verified
 
 
+def test_cosine_schedule_decays_both_rates_to_zero(monkeypatch):
+    """schedule="cosine": the network's and the points' learning rates start at lr and lr_points and fall
+    to near zero by the last batch; a bad schedule or rate is a clear error."""
+    import novagen.torch.training as T
+
+    seen = []
+    real = T._step
+
+    def spy(model, opt, *rest):
+        seen.append([group["lr"] for group in opt.param_groups])
+        return real(model, opt, *rest)
+
+    monkeypatch.setattr(T, "_step", spy)
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 12, 12)
+    yl = (x[:, 0].mean((1, 2)) > 0).long()
+    q = replace_conv2d(_net(), "F(4,3)/classic", "int8-tap")
+    rep = finetune(q, (x, yl), epochs=2, batch=16, lr=1e-3, lr_points=4e-3, schedule="cosine", max_denominator=8)
+    assert rep.steps == 8 and seen[0] == [1e-3, 4e-3]
+    assert all(a[0] > b[0] and a[1] > b[1] for a, b in zip(seen, seen[1:]))  # strictly falling
+    assert seen[-1][0] < 0.05 * 1e-3 and seen[4][0] == pytest.approx(0.5e-3)  # halfway: half the rate
+    for bad, match in (({"schedule": "step"}, "schedule 'step' is not one of constant, cosine"),
+                       ({"lr": 0.0}, "learning rates must be positive")):
+        with pytest.raises(InputError, match=match):
+            finetune(replace_conv2d(_net(), "F(4,3)/classic", "int8-tap"), (x, yl), epochs=1, **bad)
+    from novagen.pointsearch.campaigns import SCHEDULES
+
+    assert tuple(T.SCHEDULES) == SCHEDULES  # the campaign loader checks the same names
+
+
+def test_snapping_scores_each_point_set_once():
+    """The lattice walk after snapping revisits point sets in its last sweep; each is scored once, and the
+    walk still ends where a lower loss cannot be found next to it."""
+    from novagen.torch.learned import learnable, learned_algorithm, neighbours
+
+    start = novagen.algorithm("F(4,3)/classic").finite_points
+    target = [float(p) + d for p, d in zip(start, (0.3, -0.2, 0.15, -0.3, 0.2))]
+    calls = []
+
+    def score(pts):
+        return sum((float(p) - t) ** 2 for p, t in zip(pts, target))
+
+    def loss(alg):
+        calls.append(tuple(alg.finite_points))
+        return score(alg.finite_points)
+
+    alg = learned_algorithm(learnable(novagen.algorithm("F(4,3)/classic"), ("points",)), 8, loss, "F(4,3)/walk")
+    assert len(calls) == len(set(calls)) > 10 and novagen.verify(alg).verified
+    end = list(alg.finite_points)
+    assert score(end) < 0.5 * score(start)
+    for i in range(len(end)):  # no single move to a lattice neighbour lowers the loss
+        for nb in neighbours(end[i], 8):
+            if nb not in end:
+                assert score(end[:i] + [nb] + end[i + 1:]) >= score(end)
+
+
 def test_finetuning_that_takes_no_step_learns_nothing_and_says_so():
     x = torch.full((64, 3, 12, 12), float("inf"))
     q = replace_conv2d(_net(), "F(4,3)/classic", "int8-tap")

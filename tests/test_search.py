@@ -182,6 +182,14 @@ def test_finetune_campaigns_are_checked(tmp_path):
     bad.write_text(FINETUNE + "restarts = 4\n")  # a search setting
     with pytest.raises(InputError, match="unknown keys restarts for a finetune campaign"):
         S.load_campaign(bad)
+    bad.write_text(FINETUNE + 'schedule = "step"\n')
+    with pytest.raises(InputError, match="schedule = 'step' is not one of constant, cosine"):
+        S.load_campaign(bad)
+    bad.write_text(FINETUNE + "lr = 2\n")
+    with pytest.raises(InputError, match="lr = 2 must be a number between 0 and 1"):
+        S.load_campaign(bad)
+    bad.write_text(FINETUNE + 'lr_points = 1e-3\nschedule = "cosine"\n')
+    assert S.load_campaign(bad).settings["schedule"] == "cosine"
     bad.write_text(FINETUNE)
     camp = S.load_campaign(bad)
     assert camp.kind == "finetune" and camp.settings == {"network": "digits", "start": "F(6,3)/best",

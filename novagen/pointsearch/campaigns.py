@@ -25,7 +25,10 @@ from novagen.version import __version__
 
 SEARCH_KEYS = {"objective", "max_denominator", "symmetric", "dyadic", "infinity", "max_abs", "seed", "restarts",
                "max_evaluations", "balanced"}
-FINETUNE_KEYS = {"network", "start", "precision", "epochs", "calibration", "method", "seed", "max_denominator"}
+FINETUNE_KEYS = {"network", "start", "precision", "epochs", "calibration", "method", "seed", "max_denominator",
+                 "lr", "lr_points", "schedule"}
+SCHEDULES = ("constant", "cosine")
+"""The learning-rate schedules of `novagen.torch.finetune`."""
 KINDS = {"search": (SEARCH_KEYS, set()), "finetune": (FINETUNE_KEYS, {"network", "start", "precision"})}
 """Per kind: the settings a campaign may give, and those it must."""
 
@@ -81,9 +84,14 @@ def load_campaign(path: str | Path) -> Campaign:
         for key, low in (("epochs", 0), ("calibration", 1), ("seed", 0), ("max_denominator", 1)):
             if key in data and (type(data[key]) is not int or data[key] < low):
                 raise InputError(f"campaign {p.name}: {key} = {data[key]!r} must be a whole number >= {low}")
-        for key in ("network", "start", "precision", "method"):
+        for key in ("lr", "lr_points"):
+            if key in data and (type(data[key]) not in (int, float) or not 0 < data[key] < 1):
+                raise InputError(f"campaign {p.name}: {key} = {data[key]!r} must be a number between 0 and 1")
+        for key in ("network", "start", "precision", "method", "schedule"):
             if key in data and not isinstance(data[key], str):
                 raise InputError(f"campaign {p.name}: {key} = {data[key]!r} must be a string")
+        if data.get("schedule", "constant") not in SCHEDULES:
+            raise InputError(f"campaign {p.name}: schedule = {data['schedule']!r} is not one of {', '.join(SCHEDULES)}")
         if split_name(data["start"])[0] != spec:
             raise InputError(f"campaign {p.name}: start {data['start']} is not an {data['spec']} algorithm")
     settings = {k: v for k, v in data.items() if k not in ("name", "spec", "kind", "description")}

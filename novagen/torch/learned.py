@@ -252,6 +252,7 @@ def learned_algorithm(module: LearnedWinogradConv2d | LearnedPoints, max_denomin
     alg = make(pts)
     if loss is not None:
         best = loss(alg)
+        seen = {tuple(pts): best}  # a later sweep revisits point sets: each is scored once
         improved = True
         while improved:
             improved = False
@@ -259,10 +260,10 @@ def learned_algorithm(module: LearnedWinogradConv2d | LearnedPoints, max_denomin
                 for nb in neighbours(pts[i], max_denominator):
                     trial = list(pts)
                     trial[i] = nb
-                    if len(set(trial)) < len(trial):
+                    if len(set(trial)) < len(trial) or tuple(trial) in seen:
                         continue
                     cand = make(trial)
-                    value = loss(cand)
+                    value = seen[tuple(trial)] = loss(cand)
                     if value < best:
                         best, pts, alg, improved = value, trial, cand, True
     g, b = learned_balancing(module)

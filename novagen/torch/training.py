@@ -3,7 +3,8 @@
 The model's emulated Winograd convolutions (`replace_conv2d(..., precision=...)`) become training
 surrogates (`novagen.torch.learned`) that share one `LearnedPoints` per algorithm, so the network learns one
 algorithm per tile size; the whole network trains with Adam (its weights at `lr`, the points and balancing
-at `lr_points`), rounding straight through.  Then the points are snapped to rationals, moved on the lattice
+at `lr_points`; constant, or with `schedule="cosine"` both decay to zero over the run), rounding straight
+through.  Then the points are snapped to rationals, moved on the lattice
 while that lowers the loss measured by the exact emulator, verified, and the layers become emulated Winograd
 convolutions of the learned algorithm again (recalibrated when calibration data is given).
 
@@ -12,6 +13,7 @@ nothing is snapped or proven, and the layers stay the trained surrogates (report
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +76,28 @@ CLIP_POINTS = 1.0
 never jump across each other (Cook–Toom needs them distinct)."""
 
 
+SCHEDULES: dict[str, Callable[[int, int], float]] = {
+    "constant": lambda t, total: 1.0,
+    "cosine": lambda t, total: 0.5 * (1 + math.cos(math.pi * min(t, total) / max(total, 1))),
+}
+"""Learning-rate factor after t of `total` batches."""
+
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+          algo_params: list[torch.Tensor], others: list[torch.Tensor]) -> float | None:
+    """One optimizer step on a batch: its loss, or None (no step) when the loss or a gradient is not finite."""
+    loss = F.cross_entropy(model(x), y)
+    if not torch.isfinite(loss):
+        return None
+    loss.backward()
+    if algo_params:
+        torch.nn.utils.clip_grad_norm_(algo_params, CLIP_POINTS)
+    if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in algo_params + others):
+        return None
+    opt.step()
+    return loss.item()
+
+
 def _conv_like(mod: WinogradConv2d) -> nn.Conv2d:
     conv = nn.Conv2d(mod.in_channels, mod.out_channels, mod.kernel_size, padding=tuple(p for p, _ in mod.padding),
                      bias=mod.bias is not None)
@@ -87,11 +111,16 @@ def _conv_like(mod: WinogradConv2d) -> nn.Conv2d:
 def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: int = 3,
              learn: Sequence[str] = ("points", "scales"), lr: float = 3e-4, lr_points: float = 2e-3, batch: int = 64,
              seed: int = 0, max_denominator: int = 16, calibrate: Any = None, calibrate_method: str = "percentile",
-             label: str | None = None, progress: Callable[[str], None] | None = None) -> FinetuneReport:
+             label: str | None = None, progress: Callable[[str], None] | None = None,
+             schedule: str = "constant") -> FinetuneReport:
     """Fine-tune `model` (in place) on (inputs, labels), learning its Winograd algorithms (see the module
     docstring); returns what was learned."""
     from novagen.torch.scales import calibrate as run_calibration
 
+    if schedule not in SCHEDULES:
+        raise InputError(f"schedule '{schedule}' is not one of {', '.join(SCHEDULES)}")
+    if not (lr > 0 and lr_points > 0 and math.isfinite(lr) and math.isfinite(lr_points)):
+        raise InputError(f"learning rates must be positive and finite (lr {lr}, lr_points {lr_points})")
     start = time.monotonic()
     x, y = data
     mods = {name: m for name, m in model.named_modules() if isinstance(m, WinogradConv2d)}
@@ -118,6 +147,9 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
     others = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
     groups = [{"params": others, "lr": lr}] + ([{"params": algo_params, "lr": lr_points}] if algo_params else [])
     opt = torch.optim.Adam(groups)
+    total_batches = epochs * math.ceil(len(y) / batch)
+    base_rates = [group["lr"] for group in opt.param_groups]
+    batches = 0
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.train()
@@ -127,19 +159,15 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
         for i in range(0, len(y), batch):
             idx = perm[i:i + batch]
             opt.zero_grad()
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            if not torch.isfinite(loss):  # an overflowing batch (fp16, colliding points): skip its step
+            for group, rate in zip(opt.param_groups, base_rates):  # by batch, skipped or not: reproducible
+                group["lr"] = rate * SCHEDULES[schedule](batches, total_batches)
+            batches += 1
+            loss = _step(model, opt, x[idx], y[idx], algo_params, others)
+            if loss is None:  # an overflowing batch (fp16, colliding points): its step was skipped
                 report.skipped += 1
                 continue
-            loss.backward()
-            if algo_params:
-                torch.nn.utils.clip_grad_norm_(algo_params, CLIP_POINTS)
-            if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in algo_params + others):
-                report.skipped += 1
-                continue
-            opt.step()
             report.steps += 1
-            total, count = total + loss.item() * len(idx), count + len(idx)
+            total, count = total + loss * len(idx), count + len(idx)
         report.losses.append(total / count if count else float("nan"))
         if progress:
             progress(f"epoch {epoch + 1}/{epochs}: loss {report.losses[-1]:.4f}")
