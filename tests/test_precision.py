@@ -67,6 +67,36 @@ def test_fp16_pure_equals_numpy_float16_step_by_step(name):
     assert counts["y"] == 0
 
 
+@pytest.mark.parametrize("arrays", ["numpy", "torch"])
+def test_fp32_transforms_equal_fp64_arithmetic_rounded_per_operation(arrays):
+    """fp32 transforms run as fp32 adds of fp32-rounded products; that equals computing each product and
+    sum in fp64 and rounding it to fp32, bit for bit: on float64 inputs that fp32 cannot hold, values
+    spread over 2^±60, overflow to inf, NaN and signed zeros."""
+    from novagen.precision.emulator import transform_axis
+    from novagen.precision.numpy_arrays import NumpyArrays
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 5, 8)) * np.exp2(rng.integers(-60, 60, (7, 5, 8)))
+    x[0, 0, :] = [3e38, 3e38, -3e38, 1e-45, -0.0, 0.0, np.nan, 1.0]
+    x[1, 1, :] = [-0.0] * 8
+    T = algorithm("F(6,3)/best").matrices("float32")[2].astype(np.float64)
+    want = np.empty_like(x)
+    for i in range(T.shape[0]):  # the definition: each operation in fp64, rounded to fp32
+        acc = np.zeros(x.shape[:-1])
+        for j in np.flatnonzero(T[i]):
+            acc = round_to(acc + round_to(x[..., j] * T[i, j], "fp32"), "fp32")
+        want[..., i] = acc
+    if arrays == "numpy":
+        got = transform_axis(x, T, 2, "fp32", NumpyArrays())
+    else:
+        torch = pytest.importorskip("torch")
+        from novagen.precision.torch_arrays import TorchArrays
+
+        got = transform_axis(torch.from_numpy(x), T, 2, "fp32", TorchArrays(torch.float64)).numpy()
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
 def test_fp16_storage_fp32_compute_rounds_once_per_store():
     x, w = layer_data(SMALL, seed=2)
     alg = algorithm("F(4,3)/classic")

@@ -70,6 +70,14 @@ class NumpyArrays:
     def scalar(self, v: float) -> np.float64:
         return np.float64(v)
 
+    def fp32(self, x: np.ndarray) -> np.ndarray:
+        """x rounded to fp32 and held as float32 (float32 arithmetic on it rounds per operation)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(x, dtype=np.float32)
+
+    def widen(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64)
+
     def apply(self, x: np.ndarray, T: np.ndarray, fmt: str) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             if fmt == "fp32":

@@ -76,13 +76,19 @@ class TorchArrays:
         return torch.where(cond, a, b)
 
     def count_nonfinite(self, x: Any) -> int:
-        return int((~torch.isfinite(x)).sum()) if isinstance(x, torch.Tensor) else 0
+        if not isinstance(x, torch.Tensor) or self.all_finite(x):
+            return 0
+        return int((~torch.isfinite(x)).sum())
 
     def count_true(self, mask: torch.Tensor) -> int:
         return int(mask.sum())
 
     def all_finite(self, x: torch.Tensor) -> bool:
-        return bool(torch.isfinite(x).all())
+        """One pass with no temporary: the extremes are finite exactly when every value is (NaN propagates)."""
+        if not x.numel():
+            return True
+        lo, hi = torch.aminmax(x.detach())
+        return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
     def zeros(self, shape: Sequence[int]) -> torch.Tensor:
         return torch.zeros(tuple(shape), dtype=self.dtype, device=self.device)
@@ -98,6 +104,13 @@ class TorchArrays:
 
     def scalar(self, v: float) -> float:
         return float(v)
+
+    def fp32(self, x: torch.Tensor) -> torch.Tensor:
+        """x rounded to fp32 and held as float32 (float32 arithmetic on it rounds per operation)."""
+        return x.to(torch.float32)
+
+    def widen(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
 
     def apply(self, x: torch.Tensor, T: torch.Tensor, fmt: str) -> torch.Tensor:
         return x @ T.T
