@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -82,6 +83,9 @@ def gemm_stage_gflops(kernel: Kernel, x: np.ndarray, w: np.ndarray, repeats: int
     """GFLOP/s of the α² channel GEMMs alone (the kernel run with only its GEMM stage), counting the GEMM
     sizes the kernel really computes (`Kernel.gemm_flops`)."""
     kernel(x, w)
+    settle = time.perf_counter() + 0.3  # the BLAS threads of the error checks before spin for ~0.1 s and slow
+    while time.perf_counter() < settle:  # the first calls 3-4x (AMD EPYC, 2 cores): not counted
+        kernel(x, w, stages=2)
     t = statistics.median(wall_seconds(lambda: kernel(x, w, stages=2)) for _ in range(repeats))
     return kernel.gemm_flops() / t / 1e9
 
