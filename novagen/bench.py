@@ -19,6 +19,7 @@ import numpy as np
 
 from novagen.algebra import Algorithm
 from novagen.backends.c import Kernel, compiler_identity
+from novagen.backends.direct import DIRECT, MAX_CHANNELS, direct_library
 from novagen.backends.toolchain import BuildError, find_compiler
 from novagen.errors import CheckFailed, InputError
 from novagen.layers import Layer, check_layout, conv_bytes, direct_gflop
@@ -98,9 +99,13 @@ def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, th
                for a in algorithms}
     cands = [data.baseline]
     cands += [Candidate(label, lambda kern=kern: kern(x, wt), None, FP32_BOUND) for label, kern in kernels.items()]
+    ours = list(kernels)
+    if layout == "NCHW" and layer.shape[1] <= MAX_CHANNELS:  # what auto offers layers with few channels
+        cands.append(_direct_candidate(layer, x, wt, threads))
+        ours.append(DIRECT)
     times = measure(cands, ref, repeats, order="alternating", keep_outputs=True)
     base = times["baseline"]
-    best = fastest(times, list(kernels))
+    best = fastest(times, ours)
     if best is None:
         raise CheckFailed(f"every kernel failed its correctness check on layer {layer.shape}: "
                           + ", ".join(f"{n} error {t.error:.2e}" for n, t in times.items() if n != "baseline"))
@@ -114,14 +119,21 @@ def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, th
         "auto": best.name if best.median_ms < base.median_ms else "torch",
         "auto_ratio": base.median_ms / min(best.median_ms, base.median_ms),
         "baseline_gflops": gf / base.median_ms * 1e3,
-        "candidates_ms": {label: times[label].median_ms for label in kernels},
+        "candidates_ms": {label: times[label].median_ms for label in ours},
         "candidates": {name: t.to_dict() for name, t in times.items()},
         "rel_error": {name: t.error for name, t in times.items()},
         "rel_error_vs_baseline": {label: float(np.linalg.norm(times[label].output - y0) / np.linalg.norm(y0))
-                                  for label in kernels},
+                                  for label in ours},
         "failed": [name for name, t in times.items() if not t.passed],
     }
-    if ceilings:
+    if ceilings and best.name == DIRECT:  # no GEMM stage: its FLOPs at sgemm speed, x read and y written
+        n, c, h, w, k = layer.shape
+        flops = gf * 1e9
+        row.update(gemm_stage_gflops=None, gemm_fraction_of_sgemm=None, gemm_fraction_of_ukernel_peak=None,
+                   limit_ms=(flops / (ceilings["sgemm_gflops"] * 1e9)
+                             + 4.0 * (n * c * h * w + n * k * h * w) / (ceilings["copy_gbytes_per_s"] * 1e9)) * 1e3)
+        row["fraction_of_limit"] = row["limit_ms"] / best.median_ms
+    elif ceilings:
         kern = kernels[best.name]
         row["gemm_stage_gflops"] = gemm_stage_gflops(kern, x, wt, repeats=max(3, repeats // 2))
         row["gemm_fraction_of_sgemm"] = row["gemm_stage_gflops"] / ceilings["sgemm_gflops"]
@@ -129,6 +141,20 @@ def _bench_layer(layer: Layer, algorithms: Sequence[Algorithm], repeats: int, th
         row["limit_ms"] = limit_ms(kern, layer.shape, ceilings["sgemm_gflops"], ceilings["copy_gbytes_per_s"])
         row["fraction_of_limit"] = row["limit_ms"] / best.median_ms
     return row
+
+
+def _direct_candidate(layer: Layer, x: np.ndarray, w: np.ndarray, threads: int) -> Candidate:
+    """The direct C kernel on one layer (NCHW), writing into one output array."""
+    n, c, h, wd, k = layer.shape
+    lib = direct_library(w.shape[2])
+    s = lib.shape(n, c, h, wd, k, (layer.padding, layer.padding), False, threads)
+    work = np.empty(lib.workspace_floats(s), dtype=np.float32)
+    y = np.empty((n, k, s.oh, s.ow), dtype=np.float32)
+
+    def run() -> np.ndarray:
+        lib.run(s, x.ctypes.data, w.ctypes.data, None, y.ctypes.data, work.ctypes.data)
+        return y
+    return Candidate(DIRECT, run, None, FP32_BOUND)
 
 
 def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Algorithm], *, repeats: int = 5,

@@ -56,6 +56,71 @@ def test_operators_pass_torch_opcheck(k, c):
     torch.library.opcheck(winograd_conv2d, (x.contiguous(memory_format=torch.channels_last), u, None, name, [0, 0], k))
 
 
+@pytest.mark.parametrize("n,c,h,w,k,r,padding,bias,relu,channels_last", [
+    (1, 3, 224, 224, 64, 3, 1, True, False, False),   # VGG's first layer
+    (1, 3, 19, 17, 8, 3, 1, True, True, False),
+    (2, 1, 9, 30, 13, 3, 0, False, False, False),      # one channel; 13 filters: a ragged channel block
+    (3, 16, 13, 11, 7, 3, 1, True, True, True),       # channels_last in, channels_last out
+    (1, 5, 4, 50, 24, 5, 2, True, False, False),      # a 5x5 kernel
+    (2, 4, 3, 3, 5, 3, 1, False, False, False),       # smaller than one vector block
+])
+def test_the_direct_kernel_matches_torch_conv2d(n, c, h, w, k, r, padding, bias, relu, channels_last):
+    """The direct C kernel (auto's candidate for few input channels) on its own operator: odd sizes, ragged
+    column and channel blocks, padding 0 to 2, bias or not, the fused ReLU, batch > 1, channels_last."""
+    from novagen.torch.direct import direct_conv2d
+
+    torch.manual_seed(n * 100 + c)
+    x = torch.randn(n, c, h, w)
+    wt = torch.randn(k, c, r, r)
+    b = torch.randn(k) if bias else None
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = direct_conv2d(x, wt, b, [padding, padding], relu)
+    ref = torch.nn.functional.conv2d(x.double(), wt.double(), None if b is None else b.double(), padding=padding)
+    ref = ref.relu() if relu else ref
+    assert y.shape == ref.shape and y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert _rel(y.double(), ref) < 1e-5
+    torch.library.opcheck(direct_conv2d, (x, wt, b, [padding, padding], relu))
+
+
+def test_auto_offers_the_direct_kernel_to_layers_with_few_channels(tmp_path, monkeypatch):
+    """auto's candidates: the direct kernel joins the Winograd ones for layers of up to 16 input channels
+    (not for wider layers, nor when the user named one algorithm); whichever wins, the layer matches torch,
+    also compiled and exported."""
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path / "cache"))
+    from novagen.torch.direct import DIRECT
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    fast = ntorch.replace_conv2d(model, "auto", backend="c")
+    assert DIRECT in fast.c1.candidates and DIRECT in fast.c2.candidates and DIRECT not in fast.c3.candidates
+    assert DIRECT not in ntorch.replace_conv2d(model, "F(4,3)/nova", backend="c").c1.candidates
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        assert _rel(fast(x), ref) < 1e-4
+        fast.c1.choices[fast.c1.key(x)] = DIRECT  # the direct kernel in a compiled and an exported model
+        assert _rel(fast(x), ref) < 1e-4
+        assert _rel(torch.compile(fast)(x), ref) < 1e-4
+    decision = fast.c1.decisions[0]
+    assert DIRECT in decision["times_ms"] and decision["errors"][DIRECT] < 1e-5
+    ep = torch.export.export(fast, (x,))
+    assert sum("novagen.direct_conv2d" in str(node.target) for node in ep.graph.nodes) == 1
+    with torch.no_grad():
+        assert _rel(ep.module()(x), ref) < 1e-4
+
+
+def test_the_direct_kernel_refuses_what_it_cannot_compute():
+    from novagen.backends.direct import direct_library
+
+    with pytest.raises(InputError, match="padding \\(3, 3\\) must be from 0 to 2"):
+        direct_library(3).shape(1, 3, 8, 8, 4, (3, 3))
+    with pytest.raises(InputError, match="gives an empty output"):
+        direct_library(3).shape(1, 3, 1, 8, 4, (0, 0))
+    with pytest.raises(InputError, match="odd square kernels"):
+        direct_library(4)
+
+
 class Net(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -133,7 +198,7 @@ def test_replace_auto_with_example_inputs_reports_choices(tmp_path, monkeypatch)
     fast, report = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
     rows = report.choices()
     assert [r["layer"] for r in rows] == ["c1", "c2", "c3"]
-    assert all(r["label"] in ("torch", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best") and r["why"] for r in rows)
+    assert all(r["label"] in ("torch", "direct", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best") and r["why"] for r in rows)
     with torch.no_grad():
         assert _rel(fast(x), model(x)) < 1e-4
 
@@ -369,9 +434,10 @@ def test_auto_times_candidates_inside_the_model(tmp_path, monkeypatch):
     fast, report = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
     rows = report.choices()
     assert [r["layer"] for r in rows] == ["c1", "c2", "c3"]
-    for r in rows:
+    for r in rows:  # c1 (3 channels) and c2 (16) are offered the direct kernel too, c3 (32) is not
         assert r["why"].endswith("(in the model)") and not r["cached"] and not r["failed"]
-        assert set(r["times_ms"]) == {"torch", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best"}
+        few = {"direct"} if r["layer"] in ("c1", "c2") else set()
+        assert set(r["times_ms"]) == {"torch", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best"} | few
         assert r["times_ms"][r["label"]] == min(r["times_ms"].values())
     _, again = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
     assert [(r["label"], r["cached"]) for r in again.choices()] == [(r["label"], True) for r in rows]

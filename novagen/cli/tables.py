@@ -250,6 +250,11 @@ def ratio_cell(value: float | None) -> str:
     return text if value >= 1 else f"[red]{text}[/red]"
 
 
+def _cell(value: float | None, spec: str) -> str:
+    """A number, or "-" where the row has none (the direct kernel has no GEMM stage)."""
+    return "-" if value is None else format(value, spec)
+
+
 def c_bench_table(result: dict[str, Any], layout: str) -> Table:
     """The C benchmark per layer: ours against torch, GFLOP/s, the GEMM stage against sgemm."""
     table = Table(title=f"novagen bench (c, {layout})", title_justify="left")
@@ -259,9 +264,10 @@ def c_bench_table(result: dict[str, Any], layout: str) -> Table:
     for r in result["layers"]:
         table.add_row(",".join(r["layers"]), ",".join(map(str, r["shape"])), r["algorithm"], f"{r['ours_ms']:.2f}",
                       f"{r['baseline_ms']:.2f}", ratio_cell(r["ratio"]), r["auto"], f"{r['ours_gflops']:.0f}",
-                      f"{r['baseline_gflops']:.0f}", f"{r['gemm_stage_gflops']:.0f}",
-                      f"{r['gemm_fraction_of_sgemm']:.0%}", f"{r['gemm_fraction_of_ukernel_peak']:.0%}",
-                      f"{r['limit_ms']:.2f}", f"{r['fraction_of_limit']:.0%}")
+                      f"{r['baseline_gflops']:.0f}", _cell(r.get("gemm_stage_gflops"), ".0f"),
+                      _cell(r.get("gemm_fraction_of_sgemm"), ".0%"),
+                      _cell(r.get("gemm_fraction_of_ukernel_peak"), ".0%"),
+                      _cell(r.get("limit_ms"), ".2f"), _cell(r.get("fraction_of_limit"), ".0%"))
     return table
 
 

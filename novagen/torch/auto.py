@@ -1,5 +1,6 @@
 """`algorithm="auto"` for PyTorch: per layer shape, memory format and thread count, the fastest of the
-catalog's fp32 algorithms (one per tile size) and torch's own conv2d, every candidate's output checked
+catalog's fp32 algorithms (one per tile size), the direct C kernel (layers with few input channels) and
+torch's own conv2d, every candidate's output checked
 against float64 first (a wrong one is never chosen), cached on disk by shape, machine and kernel hash.
 
 Two ways to measure.  Given the model and an input (`decide_in_model`, what `replace_conv2d(...,
@@ -20,6 +21,7 @@ import torch
 
 from novagen.backends.c import kernel_library
 from novagen.backends.cacheflush import flush
+from novagen.backends.direct import direct_library
 from novagen.backends.toolchain import cache_dir
 from novagen.files import atomic_write, output_folder
 from novagen.timing import (
@@ -32,6 +34,7 @@ from novagen.timing import (
     relative_error,
     wall_seconds,
 )
+from novagen.torch.direct import DIRECT
 from novagen.version import __version__
 
 TORCH = "torch"
@@ -52,6 +55,8 @@ inside the model (torch profiler); hence timing inside the model whenever a mode
 def _cache_key(conv: Any, key: tuple[Any, ...]) -> str:
     m = machine_info()
     kernels = sorted(kernel_library(alg).built.key for alg in conv.algorithms.values())
+    if DIRECT in conv.candidates:
+        kernels.append(direct_library(conv.kernel_size[0]).built.key)
     _, bias, relu = conv.kernel_parameters()
     text = json.dumps([list(map(str, key)), list(conv.padding), bias is not None, relu, conv.kernel_pool(),
                        m["cpu"], m["vector"], kernels, torch.__version__, __version__, MEASUREMENT])
@@ -75,7 +80,7 @@ def decide(conv: Any, x: torch.Tensor) -> dict[str, Any]:
     if path.is_file():
         try:
             doc = json.loads(path.read_text())
-            if doc["choice"] == TORCH or doc["choice"] in conv.algorithms:
+            if doc["choice"] == TORCH or doc["choice"] in conv.candidates:
                 return {**doc, "cached": True}
         except (OSError, ValueError, KeyError):
             pass
@@ -84,7 +89,7 @@ def decide(conv: Any, x: torch.Tensor) -> dict[str, Any]:
         ref = _reference(conv, xd)
         cands = [Candidate(TORCH, lambda: conv.compute(xd, TORCH), lambda y: y.numpy(), FP32_BOUND)]
         cands += [Candidate(name, lambda name=name: conv.compute(xd, name), lambda y: y.numpy(), FP32_BOUND)
-                  for name in conv.algorithms]
+                  for name in conv.candidates]
         times = measure(cands, ref, REPEATS, order="alternating", timer=_cold(conv))
     doc = _decision(conv, key, x, times, MEASUREMENT)
     output_folder(path.parent)
@@ -94,7 +99,7 @@ def decide(conv: Any, x: torch.Tensor) -> dict[str, Any]:
 
 def _decision(conv: Any, key: tuple[Any, ...], x: torch.Tensor, times: dict[str, Any], how: str) -> dict[str, Any]:
     """The decision record of one layer from its candidates' Timings: choice, label, times, errors, reason."""
-    labels = {name: alg.label for name, alg in conv.algorithms.items()}
+    labels = conv.candidates
     best = fastest(times)
     choice = TORCH if best is None else best.name
     base = times[TORCH].median_ms
@@ -126,7 +131,7 @@ def decide_in_model(model: torch.nn.Module, inputs: Sequence[Any], layers: Mappi
     itself.  First the correctness gate, per layer on the input it gets in the model.  Layers called more
     than once per pass are left to `decide`.  The choices are cached on disk for the whole list of layers
     (what a layer costs depends on what runs around it).  Returns the names of the layers decided."""
-    convs = {name: m for name, m in layers.items() if len(m.algorithms) > 1}
+    convs = {name: m for name, m in layers.items() if len(m.candidates) > 1}
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in convs}
     hooks = [m.register_forward_pre_hook(lambda _, args, name=name: seen[name].append(args[0].detach()))
              for name, m in convs.items()]
@@ -176,7 +181,7 @@ def _cached_model(path: Any, convs: dict[str, Any], keys: dict[str, Any]) -> dic
         return None
     try:
         docs = json.loads(path.read_text())
-        if set(docs) == set(keys) and all(d["choice"] == TORCH or d["choice"] in convs[n].algorithms
+        if set(docs) == set(keys) and all(d["choice"] == TORCH or d["choice"] in convs[n].candidates
                                           for n, d in docs.items()):
             return {n: {**d, "cached": True} for n, d in docs.items()}
     except (OSError, ValueError, KeyError, TypeError):
@@ -186,7 +191,7 @@ def _cached_model(path: Any, convs: dict[str, Any], keys: dict[str, Any]) -> dic
 
 def _time_in_model(model: torch.nn.Module, inputs: Sequence[Any], convs: dict[str, Any],
                    xs: dict[str, torch.Tensor], keys: dict[str, tuple[Any, ...]], repeats: int) -> dict[str, Any]:
-    cands = {name: [TORCH, *conv.algorithms] for name, conv in convs.items()}
+    cands = {name: [TORCH, *conv.candidates] for name, conv in convs.items()}
     errors: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         for name, conv in convs.items():

@@ -28,6 +28,7 @@ from novagen.algebra import Algorithm
 from novagen.backends.c import KernelLibrary, kernel_library
 from novagen.errors import InputError
 from novagen.torch.auto import TORCH, decide
+from novagen.torch.direct import DIRECT, direct_conv2d, eligible, workspaces
 
 _ALGORITHMS: dict[str, Algorithm] = {}
 """Algorithms by content hash: what the operators' `algorithm` strings name."""
@@ -144,7 +145,9 @@ class KernelConv2d(nn.Module):
     through the `novagen::winograd_conv2d` operator, or torch's conv2d where that is faster.
 
     With one algorithm it always runs that one.  With several (`algorithm="auto"`), each input shape
-    (with its memory format and thread count) gets the fastest correct candidate, timed inside the model
+    (with its memory format and thread count) gets the fastest correct candidate (`candidates`: the
+    algorithms, and with `direct` the direct C kernel where the layer has few input channels,
+    `novagen.torch.direct`), timed inside the model
     when it is given an input ahead (`novagen.torch.auto.decide_in_model`), else measured alone on its first
     eager call (`novagen.torch.auto.decide`, or ahead with `decide(x)`); both cached on disk.  The state
     dict has the conv's own keys (weight, bias); U is kept per algorithm, transformed again when the
@@ -152,7 +155,7 @@ class KernelConv2d(nn.Module):
     put).  `epilogue` is what the conv also computes for the modules after it (empty unless
     `novagen.torch.epilogue.fuse_epilogues` set it)."""
 
-    def __init__(self, conv: nn.Conv2d, algorithms: list[Algorithm]) -> None:
+    def __init__(self, conv: nn.Conv2d, algorithms: list[Algorithm], direct: bool = False) -> None:
         super().__init__()
         if not algorithms:
             raise InputError("KernelConv2d needs at least one algorithm")
@@ -165,6 +168,10 @@ class KernelConv2d(nn.Module):
         self.padding = tuple(int(p) for p in conv.padding) if not isinstance(conv.padding, str) else \
             ((r - 1) // 2, (r - 1) // 2)
         self.algorithms = {register(alg): alg for alg in algorithms}
+        self.candidates = {name: alg.label for name, alg in self.algorithms.items()}
+        """What `auto` chooses among besides torch: choice name -> label."""
+        if direct and eligible(self.in_channels, self.kernel_size, self.padding):
+            self.candidates[DIRECT] = DIRECT
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=conv.weight.requires_grad)
         self.bias = (nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
                      if conv.bias is not None else None)
@@ -177,7 +184,7 @@ class KernelConv2d(nn.Module):
         self._folded: tuple[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def extra_repr(self) -> str:
-        algs = ", ".join(a.label for a in self.algorithms.values())
+        algs = ", ".join(self.candidates.values())
         fused = [name for name, on in (("batchnorm", self.epilogue.bn is not None), ("relu", self.epilogue.relu),
                                        ("maxpool", self.epilogue.pool > 0)) if on]
         return (f"{self.in_channels}, {self.out_channels}, algorithms=[{algs}], padding={self.padding}"
@@ -233,16 +240,20 @@ class KernelConv2d(nn.Module):
         thread's kernel workspaces."""
         held = [u for _, u in self._u.values()]
         folded = list(self._folded[1]) if self._folded is not None else []
-        return [self.weight, self.bias, *folded, *held, *_WORKSPACES.__dict__.get("buffers", {}).values()]
+        return [self.weight, self.bias, *folded, *held, *_WORKSPACES.__dict__.get("buffers", {}).values(),
+                *workspaces()]
 
     def compute(self, x: torch.Tensor, choice: str) -> torch.Tensor:
         """One candidate's convolution with the kernel's parameters (`kernel_parameters`, `kernel_pool`): an
         algorithm's name (content hash) or TORCH.  A tile of odd side leaves the max pool to torch."""
         w, b, relu = self.kernel_parameters()
         pool = self.kernel_pool()
-        if choice == TORCH:
-            y = nn.functional.conv2d(x, w, b, 1, self.padding)
-            y = torch.relu(y) if relu else y
+        if choice in (TORCH, DIRECT):
+            if choice == TORCH:
+                y = nn.functional.conv2d(x, w, b, 1, self.padding)
+                y = torch.relu(y) if relu else y
+            else:
+                y = direct_conv2d(x, w, b, list(self.padding), relu)
             return nn.functional.max_pool2d(y, pool) if pool else y
         inner = pool if _library(choice).pools(pool) else 0
         y = winograd_conv2d(x, self.transformed(choice), b, choice, list(self.padding), self.out_channels, relu, inner)
@@ -265,8 +276,8 @@ class KernelConv2d(nn.Module):
         """The choice for x's key: the only algorithm, or the fastest correct candidate (measured once)."""
         key = self.key(x)
         if key not in self.choices:
-            if len(self.algorithms) == 1:
-                self.choices[key] = next(iter(self.algorithms))
+            if len(self.candidates) == 1:
+                self.choices[key] = next(iter(self.candidates))
             else:
                 decision = decide(self, x)
                 self.choices[key] = decision["choice"]
@@ -283,8 +294,8 @@ class KernelConv2d(nn.Module):
         key = self.key(x)
         choice = self.choices.get(key)
         if choice is None:
-            if len(self.algorithms) == 1:
-                choice = next(iter(self.algorithms))
+            if len(self.candidates) == 1:
+                choice = next(iter(self.candidates))
             else:  # auto measures in eager mode only: traced before it chose, the layer stays torch's
                 choice = TORCH if torch.compiler.is_compiling() else self.decide(x)
         return self.run(x, choice)

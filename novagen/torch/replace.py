@@ -91,7 +91,7 @@ def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: s
                 continue
             reason = ineligible(mod, (algs[0].r, algs[0].r))
             if reason is None:
-                set_submodule(out, name, KernelConv2d(mod, algs))
+                set_submodule(out, name, KernelConv2d(mod, algs, direct=len(algs) > 1))
                 report.replaced.append(name)
             else:
                 report.skipped.append((name, reason))
