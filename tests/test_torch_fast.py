@@ -64,9 +64,11 @@ def test_operators_pass_torch_opcheck(k, c):
     (1, 5, 4, 50, 24, 5, 2, True, False, False),      # a 5x5 kernel
     (2, 4, 3, 3, 5, 3, 1, False, False, False),       # smaller than one vector block
 ])
-def test_the_direct_kernel_matches_torch_conv2d(n, c, h, w, k, r, padding, bias, relu, channels_last):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_direct_kernel_matches_torch_conv2d(n, c, h, w, k, r, padding, bias, relu, channels_last, stride):
     """The direct C kernel (auto's candidate for few input channels) on its own operator: odd sizes, ragged
-    column and channel blocks, padding 0 to 2, bias or not, the fused ReLU, batch > 1, channels_last."""
+    column and channel blocks, padding 0 to 2, bias or not, the fused ReLU, batch > 1, channels_last, stride
+    1 and 2."""
     from novagen.torch.direct import direct_conv2d
 
     torch.manual_seed(n * 100 + c)
@@ -75,12 +77,13 @@ def test_the_direct_kernel_matches_torch_conv2d(n, c, h, w, k, r, padding, bias,
     b = torch.randn(k) if bias else None
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = direct_conv2d(x, wt, b, [padding, padding], relu)
-    ref = torch.nn.functional.conv2d(x.double(), wt.double(), None if b is None else b.double(), padding=padding)
+    y = direct_conv2d(x, wt, b, [padding, padding], relu, stride)
+    ref = torch.nn.functional.conv2d(x.double(), wt.double(), None if b is None else b.double(), stride=stride,
+                                     padding=padding)
     ref = ref.relu() if relu else ref
     assert y.shape == ref.shape and y.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert _rel(y.double(), ref) < 1e-5
-    torch.library.opcheck(direct_conv2d, (x, wt, b, [padding, padding], relu))
+    torch.library.opcheck(direct_conv2d, (x, wt, b, [padding, padding], relu, stride))
 
 
 def test_auto_offers_the_direct_kernel_to_layers_with_few_channels(tmp_path, monkeypatch):
@@ -119,6 +122,32 @@ def test_the_direct_kernel_refuses_what_it_cannot_compute():
         direct_library(3).shape(1, 3, 1, 8, 4, (0, 0))
     with pytest.raises(InputError, match="odd square kernels"):
         direct_library(4)
+    with pytest.raises(InputError, match="strides 1 and 2, not 3"):
+        direct_library(3, 3)
+
+
+def test_auto_offers_the_direct_kernel_to_a_resnet_stem(tmp_path, monkeypatch):
+    """A ResNet stem (7x7, stride 2, 3 channels, then BatchNorm and ReLU) is no Winograd kernel's; under auto
+    the direct kernel competes with torch for it, with the BatchNorm folded and the ReLU in the kernel."""
+    monkeypatch.setenv("NOVAGEN_CACHE_DIR", str(tmp_path / "cache"))
+    from novagen.torch.direct import DIRECT
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 7, 2, 3, bias=False), torch.nn.BatchNorm2d(16),
+                                torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1)).eval()
+    _with_statistics(model, torch.randn(8, 3, 40, 40))
+    x = torch.randn(2, 3, 40, 38)
+    fast, report = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
+    assert report.replaced == ["0", "3"] and fast[0].candidates == {DIRECT: DIRECT} and fast[0].stride == 2
+    assert report.fused == [{"conv": "0", "batchnorm": "1", "relu": "2", "maxpool": None}]
+    (stem,) = [r for r in report.choices() if r["layer"] == "0"]
+    assert set(stem["times_ms"]) == {"torch", DIRECT} and stem["errors"][DIRECT] < 1e-5
+    assert "(7, 7)" not in str(report.skipped)
+    with torch.no_grad():
+        ref = model(x)
+        fast[0].choices[fast[0].key(x)] = DIRECT
+        assert _rel(fast(x), ref) < 1e-4
+    assert ntorch.replace_conv2d(model, "F(4,3)/nova", backend="c", return_report=True)[1].replaced == ["3"]
 
 
 class Net(torch.nn.Module):
@@ -198,7 +227,8 @@ def test_replace_auto_with_example_inputs_reports_choices(tmp_path, monkeypatch)
     fast, report = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
     rows = report.choices()
     assert [r["layer"] for r in rows] == ["c1", "c2", "c3"]
-    assert all(r["label"] in ("torch", "direct", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best") and r["why"] for r in rows)
+    labels = ("torch", "direct", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best")
+    assert all(r["label"] in labels and r["why"] for r in rows)
     with torch.no_grad():
         assert _rel(fast(x), model(x)) < 1e-4
 
@@ -496,8 +526,8 @@ def test_bad_input():
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_cli_whole_model_bench(capsys, tmp_path, monkeypatch, layout):
     """`novagen bench --target c --model resnet18` as a user runs it: torch eager and the auto-replaced model
-    timed in the same run, both within 1e-4 of torch, every 3x3 stride-1 conv given a choice; with --layout NHWC
-    both run in channels_last memory."""
+    timed in the same run, both within 1e-4 of torch, every 3x3 stride-1 conv and the stem given a choice; with
+    --layout NHWC both run in channels_last memory."""
     import json
 
     from novagen.cli import run
@@ -511,6 +541,8 @@ def test_cli_whole_model_bench(capsys, tmp_path, monkeypatch, layout):
     assert doc["layout"] == layout and (torch_row["name"], ours["name"]) == ("torch", "novagen")
     assert ours["passed"] and ours["max_rel_error"] < 1e-4 and torch_row["max_rel_error"] == 0
     assert doc["speedup"] == pytest.approx(torch_row["ms"] / ours["ms"])
-    assert len(doc["choices"]) == 13 and all(c["channels_last"] == (layout == "NHWC") for c in doc["choices"])
+    assert len(doc["choices"]) == 14 and all(c["channels_last"] == (layout == "NHWC") for c in doc["choices"])
+    stem = [c for c in doc["choices"] if c["layer"] == "conv1"]  # 7x7/2 on 3 channels: the direct kernel or torch
+    assert len(stem) == 1 and set(stem[0]["times_ms"]) == {"torch", "direct"}
     assert len(doc["fused"]) >= 1
     assert doc["pools"] == ["maxpool"]  # the stem's 3x3/2 pool: novagen's C pool in NCHW, torch's in channels_last

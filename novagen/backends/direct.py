@@ -1,10 +1,11 @@
-"""The direct C convolution: fp32 NCHW, stride 1, any odd square kernel, for layers with few input channels.
+"""The direct C convolution: fp32 NCHW, stride 1 or 2, odd square kernels, for layers with few input channels.
 
 With an image's 3 colour channels a Winograd kernel saves almost no multiplications (its GEMM has C = 3)
 and its transforms cost more than the convolution (VGG-16 conv1_1: 3.6-4.8 ms against oneDNN's 2.7 ms on
-an AMD EPYC); a direct kernel vectorised over output columns and blocked over output channels is the one
-that wins there.  One library per kernel size, built and cached like the Winograd kernels; `auto` offers it
-as a candidate for layers with at most `MAX_CHANNELS` input channels.
+an AMD EPYC), and ImageNet stems (7×7, stride 2, on the image) are no Winograd kernel's at all; a direct
+kernel vectorised over output columns and blocked over output channels is the one that wins there.  One
+library per kernel size and stride, built and cached like the Winograd kernels; `auto` offers it as a
+candidate for layers with at most `MAX_CHANNELS` input channels.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ DIRECT = "direct"
 """Its name as a candidate (auto's choice, the bench's tables)."""
 MAX_CHANNELS = 16
 """Input channels up to which `auto` times the direct kernel (beyond, the Winograd kernels win)."""
+STRIDES = (1, 2)
 
 
 class DirectShape(ctypes.Structure):
@@ -33,31 +35,35 @@ class DirectShape(ctypes.Structure):
         ("threads", ctypes.c_int), ("relu", ctypes.c_int)]
 
 
-def prefix(r: int) -> str:
-    return f"nv_direct_{r}x{r}"
+def prefix(r: int, stride: int) -> str:
+    return f"nv_direct_{r}x{r}_s{stride}"
 
 
-def render(r: int) -> dict[str, str]:
+def render(r: int, stride: int = 1) -> dict[str, str]:
     """The kernel's source: {"<prefix>.c": ...}."""
-    p = prefix(r)
-    return {f"{p}.c": templates("c").get_template(f"{TEMPLATE}.c.j2").render(p=p, version=__version__, r=r)}
+    p = prefix(r, stride)
+    text = templates("c").get_template(f"{TEMPLATE}.c.j2").render(p=p, version=__version__, r=r, s=stride)
+    return {f"{p}.c": text}
 
 
 class DirectLibrary:
-    """The built direct convolution of one kernel size, called through raw pointers."""
+    """The built direct convolution of one kernel size and stride, called through raw pointers."""
 
-    def __init__(self, r: int) -> None:
+    def __init__(self, r: int, stride: int = 1) -> None:
         if r < 1 or r % 2 == 0 or r > 11:
             raise InputError(f"the direct kernel takes odd square kernels from 1 to 11, not {r}x{r}")
-        self.r = r
-        files = render(r)
+        if stride not in STRIDES:
+            raise InputError(f"the direct kernel takes strides {' and '.join(map(str, STRIDES))}, not {stride}")
+        self.r, self.stride = r, stride
+        files = render(r, stride)
         cc = find_compiler()
         ident = compiler_identity(cc)
-        self.prefix = prefix(r)
+        self.prefix = prefix(r, stride)
         self.built: Library = build_library(
             "c-direct", (self.prefix, cc, ident, " ".join(FLAGS)), files,
             lambda src, out: build_command(cc, [str(src / n) for n in files], str(out)),
-            f"the {r}x{r} direct C convolution", {"r": r, "compiler": ident, "flags": list(FLAGS)})
+            f"the {r}x{r} stride-{stride} direct C convolution",
+            {"r": r, "stride": stride, "compiler": ident, "flags": list(FLAGS)})
         lib = ctypes.CDLL(str(self.built.path))
         self._run = getattr(lib, f"{self.prefix}_run")
         self._run.argtypes = [ctypes.POINTER(DirectShape)] + [ctypes.c_void_p] * 5
@@ -72,7 +78,7 @@ class DirectLibrary:
         ph, pw = padding
         if min(ph, pw) < 0 or max(ph, pw) >= self.r:
             raise InputError(f"direct {self.r}x{self.r} convolution: padding {padding} must be from 0 to {self.r - 1}")
-        oh, ow = h + 2 * ph - self.r + 1, w + 2 * pw - self.r + 1
+        oh, ow = output_size(h, self.r, self.stride, ph), output_size(w, self.r, self.stride, pw)
         if min(n, c, k) < 1 or oh < 1 or ow < 1:
             raise InputError(f"direct {self.r}x{self.r} convolution: input {n}x{c}x{h}x{w} with padding {padding} "
                              f"and {k} filters gives an empty output ({oh}x{ow})")
@@ -87,7 +93,12 @@ class DirectLibrary:
         self._run(ctypes.byref(s), x, w, bias, y, work)
 
 
+def output_size(size: int, r: int, stride: int, padding: int) -> int:
+    """torch's output size of a convolution (0 or less: empty)."""
+    return (size + 2 * padding - r) // stride + 1 if size + 2 * padding >= r else 0
+
+
 @functools.lru_cache(maxsize=8)
-def direct_library(r: int) -> DirectLibrary:
-    """The DirectLibrary of one kernel size, built once per process (and cached on disk)."""
-    return DirectLibrary(r)
+def direct_library(r: int, stride: int = 1) -> DirectLibrary:
+    """The DirectLibrary of one kernel size and stride, built once per process (and cached on disk)."""
+    return DirectLibrary(r, stride)

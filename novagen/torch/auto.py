@@ -56,7 +56,7 @@ def _cache_key(conv: Any, key: tuple[Any, ...]) -> str:
     m = machine_info()
     kernels = sorted(kernel_library(alg).built.key for alg in conv.algorithms.values())
     if DIRECT in conv.candidates:
-        kernels.append(direct_library(conv.kernel_size[0]).built.key)
+        kernels.append(direct_library(conv.kernel_size[0], conv.stride).built.key)
     _, bias, relu = conv.kernel_parameters()
     text = json.dumps([list(map(str, key)), list(conv.padding), bias is not None, relu, conv.kernel_pool(),
                        m["cpu"], m["vector"], kernels, torch.__version__, __version__, MEASUREMENT])
@@ -118,7 +118,8 @@ def _reference(conv: Any, x: torch.Tensor) -> np.ndarray:
     """What the layer's kernel call must compute (its conv with the fused epilogue), in float64."""
     w, b, relu = conv.kernel_parameters()
     pool = conv.kernel_pool()
-    ref = torch.nn.functional.conv2d(x.double(), w.double(), None if b is None else b.double(), 1, conv.padding)
+    ref = torch.nn.functional.conv2d(x.double(), w.double(), None if b is None else b.double(), conv.stride,
+                                     conv.padding)
     ref = ref.relu() if relu else ref
     return (torch.nn.functional.max_pool2d(ref, pool) if pool else ref).numpy()
 
@@ -131,7 +132,7 @@ def decide_in_model(model: torch.nn.Module, inputs: Sequence[Any], layers: Mappi
     itself.  First the correctness gate, per layer on the input it gets in the model.  Layers called more
     than once per pass are left to `decide`.  The choices are cached on disk for the whole list of layers
     (what a layer costs depends on what runs around it).  Returns the names of the layers decided."""
-    convs = {name: m for name, m in layers.items() if len(m.candidates) > 1}
+    convs = {name: m for name, m in layers.items() if m.auto}
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in convs}
     hooks = [m.register_forward_pre_hook(lambda _, args, name=name: seen[name].append(args[0].detach()))
              for name, m in convs.items()]

@@ -28,7 +28,8 @@ from novagen.algebra import Algorithm
 from novagen.backends.c import KernelLibrary, kernel_library
 from novagen.errors import InputError
 from novagen.torch.auto import TORCH, decide
-from novagen.torch.direct import DIRECT, direct_conv2d, eligible, workspaces
+from novagen.torch.direct import DIRECT, direct_conv2d, workspaces
+from novagen.torch.direct import ineligible as direct_ineligible
 
 _ALGORITHMS: dict[str, Algorithm] = {}
 """Algorithms by content hash: what the operators' `algorithm` strings name."""
@@ -142,7 +143,8 @@ def folded_weights(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d) 
 
 class KernelConv2d(nn.Module):
     """Drop-in for a 3×3 stride-1 `nn.Conv2d` (groups 1, zero padding, fp32) that runs novagen's C kernel
-    through the `novagen::winograd_conv2d` operator, or torch's conv2d where that is faster.
+    through the `novagen::winograd_conv2d` operator, or torch's conv2d where that is faster; with no
+    algorithm and `direct`, for a conv only the direct kernel takes (a strided stem on 3 channels).
 
     With one algorithm it always runs that one.  With several (`algorithm="auto"`), each input shape
     (with its memory format and thread count) gets the fastest correct candidate (`candidates`: the
@@ -157,8 +159,9 @@ class KernelConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, algorithms: list[Algorithm], direct: bool = False) -> None:
         super().__init__()
-        if not algorithms:
-            raise InputError("KernelConv2d needs at least one algorithm")
+        if not algorithms and (not direct or direct_ineligible(conv) is not None):
+            raise InputError("KernelConv2d needs at least one algorithm, or direct=True for a layer the direct "
+                             f"kernel takes ({direct_ineligible(conv) or 'direct=False'})")
         for alg in algorithms:
             if tuple(conv.kernel_size) != (alg.r, alg.r):
                 raise InputError(f"{alg.label} needs a {alg.r}x{alg.r} kernel, got {tuple(conv.kernel_size)}")
@@ -167,11 +170,14 @@ class KernelConv2d(nn.Module):
         r = self.kernel_size[0]
         self.padding = tuple(int(p) for p in conv.padding) if not isinstance(conv.padding, str) else \
             ((r - 1) // 2, (r - 1) // 2)
+        self.stride = int(conv.stride[0])
         self.algorithms = {register(alg): alg for alg in algorithms}
         self.candidates = {name: alg.label for name, alg in self.algorithms.items()}
         """What `auto` chooses among besides torch: choice name -> label."""
-        if direct and eligible(self.in_channels, self.kernel_size, self.padding):
+        if direct and direct_ineligible(conv) is None:
             self.candidates[DIRECT] = DIRECT
+        self.auto = direct or len(algorithms) > 1
+        """Whether each input shape gets the fastest of the candidates and torch (else the one algorithm runs)."""
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=conv.weight.requires_grad)
         self.bias = (nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
                      if conv.bias is not None else None)
@@ -188,6 +194,7 @@ class KernelConv2d(nn.Module):
         fused = [name for name, on in (("batchnorm", self.epilogue.bn is not None), ("relu", self.epilogue.relu),
                                        ("maxpool", self.epilogue.pool > 0)) if on]
         return (f"{self.in_channels}, {self.out_channels}, algorithms=[{algs}], padding={self.padding}"
+                + (f", stride={self.stride}" if self.stride != 1 else "")
                 + (f", fused=[{', '.join(fused)}]" if fused else ""))
 
     def key(self, x: torch.Tensor) -> tuple[Any, ...]:
@@ -250,10 +257,10 @@ class KernelConv2d(nn.Module):
         pool = self.kernel_pool()
         if choice in (TORCH, DIRECT):
             if choice == TORCH:
-                y = nn.functional.conv2d(x, w, b, 1, self.padding)
+                y = nn.functional.conv2d(x, w, b, self.stride, self.padding)
                 y = torch.relu(y) if relu else y
             else:
-                y = direct_conv2d(x, w, b, list(self.padding), relu)
+                y = direct_conv2d(x, w, b, list(self.padding), relu, self.stride)
             return nn.functional.max_pool2d(y, pool) if pool else y
         inner = pool if _library(choice).pools(pool) else 0
         y = winograd_conv2d(x, self.transformed(choice), b, choice, list(self.padding), self.out_channels, relu, inner)
@@ -276,7 +283,7 @@ class KernelConv2d(nn.Module):
         """The choice for x's key: the only algorithm, or the fastest correct candidate (measured once)."""
         key = self.key(x)
         if key not in self.choices:
-            if len(self.candidates) == 1:
+            if not self.auto:
                 self.choices[key] = next(iter(self.candidates))
             else:
                 decision = decide(self, x)
@@ -294,7 +301,7 @@ class KernelConv2d(nn.Module):
         key = self.key(x)
         choice = self.choices.get(key)
         if choice is None:
-            if len(self.candidates) == 1:
+            if not self.auto:
                 choice = next(iter(self.candidates))
             else:  # auto measures in eager mode only: traced before it chose, the layer stays torch's
                 choice = TORCH if torch.compiler.is_compiling() else self.decide(x)

@@ -14,6 +14,7 @@ from novagen.algebra import Algorithm, AnyAlgorithm
 from novagen.catalog import algorithm as catalog_algorithm
 from novagen.errors import InputError
 from novagen.precision import Policy, policy
+from novagen.torch.direct import ineligible as direct_ineligible
 from novagen.torch.emulated import DirectConv2d, Replacement, WinogradConv2d, ineligible
 from novagen.torch.epilogue import fuse_epilogues
 from novagen.torch.fast import KernelConv2d
@@ -89,9 +90,10 @@ def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: s
         for name, mod in list(out.named_modules()):
             if not isinstance(mod, nn.Conv2d):
                 continue
+            auto = len(algs) > 1
             reason = ineligible(mod, (algs[0].r, algs[0].r))
-            if reason is None:
-                set_submodule(out, name, KernelConv2d(mod, algs, direct=len(algs) > 1))
+            if reason is None or (auto and direct_ineligible(mod) is None):  # auto: the direct kernel takes more
+                set_submodule(out, name, KernelConv2d(mod, algs if reason is None else [], direct=auto))
                 report.replaced.append(name)
             else:
                 report.skipped.append((name, reason))
