@@ -252,7 +252,8 @@ class KernelConv2d(nn.Module):
 
     def compute(self, x: torch.Tensor, choice: str) -> torch.Tensor:
         """One candidate's convolution with the kernel's parameters (`kernel_parameters`, `kernel_pool`): an
-        algorithm's name (content hash) or TORCH.  A tile of odd side leaves the max pool to torch."""
+        algorithm's name (content hash), DIRECT or TORCH.  The direct kernel and a tile of odd side leave the
+        max pool to torch."""
         w, b, relu = self.kernel_parameters()
         pool = self.kernel_pool()
         if choice in (TORCH, DIRECT):

@@ -62,9 +62,10 @@ def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: s
     same precision (others="direct").
 
     backend "c": the generated C kernel (fp32) as a PyTorch operator, `algorithm` one algorithm or "auto":
-    per layer, the fastest of the catalog's fp32 algorithms and torch's own conv2d, measured on the first call
-    with each input shape, or at once and inside the model when `example_inputs` are given (the model is run
-    on them: `novagen.torch.auto.decide_in_model`).  With `fuse`, the BatchNorm2d, ReLU and 2×2 stride-2
+    per layer, the fastest of the catalog's fp32 algorithms, the direct C kernel (layers of up to 16 input
+    channels; with "auto" also the strided stems no Winograd kernel takes) and torch's own conv2d, measured on
+    the first call with each input shape, or at once and inside the model when `example_inputs` are given (the
+    model is run on them: `novagen.torch.auto.decide_in_model`).  With `fuse`, the BatchNorm2d, ReLU and 2×2 stride-2
     MaxPool2d modules that only a replaced conv feeds run inside it (`novagen.torch.epilogue`; the model keeps
     its structure and state-dict keys).  With `pools`, every other MaxPool2d runs novagen's C max pool on
     NCHW inputs (`novagen.torch.pool`: torch's is ~10x slower there than on channels_last).
