@@ -250,6 +250,12 @@ def ratio_cell(value: float | None) -> str:
     return text if value >= 1 else f"[red]{text}[/red]"
 
 
+def _layer_names(names: list[str]) -> str:
+    """The network layers of one shape, short enough that the numbers beside them fit (ResNet-50 has six)."""
+    text = ",".join(names)
+    return text if len(text) <= 32 else f"{names[0]} (+{len(names) - 1})"
+
+
 def _cell(value: float | None, spec: str) -> str:
     """A number, or "-" where the row has none (the direct kernel has no GEMM stage)."""
     return "-" if value is None else format(value, spec)
@@ -262,7 +268,7 @@ def c_bench_table(result: dict[str, Any], layout: str) -> Table:
                 "torch GF/s", "GEMM GF/s", "of sgemm", "of µkernel", "limit ms", "of limit"):
         table.add_column(col, justify="left" if col in ("layers", "algorithm", "auto") else "right", no_wrap=True)
     for r in result["layers"]:
-        table.add_row(",".join(r["layers"]), ",".join(map(str, r["shape"])), r["algorithm"], f"{r['ours_ms']:.2f}",
+        table.add_row(_layer_names(r["layers"]), ",".join(map(str, r["shape"])), r["algorithm"], f"{r['ours_ms']:.2f}",
                       f"{r['baseline_ms']:.2f}", ratio_cell(r["ratio"]), r["auto"], f"{r['ours_gflops']:.0f}",
                       f"{r['baseline_gflops']:.0f}", _cell(r.get("gemm_stage_gflops"), ".0f"),
                       _cell(r.get("gemm_fraction_of_sgemm"), ".0%"),
