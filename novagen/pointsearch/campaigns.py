@@ -3,8 +3,8 @@
 Two kinds.  A search campaign (the default) gives the point search's spec, objective, constraints and seed.
 A fine-tuning campaign (`kind = "finetune"`) gives a network trained here, the algorithm it starts from,
 the precision and the training recipe: the entry is the algorithm Winograd-aware fine-tuning learns
-(`novagen.lowprecision.learn`; needs the torch extra), reproducible on the same machine and torch version
-(training in float32 is not bit-reproducible across CPUs)."""
+(`novagen.lowprecision.learn`; needs the torch extra), reproducible on the same machine, torch version and
+thread count (training in float32 is not bit-reproducible across CPUs or thread counts)."""
 
 from __future__ import annotations
 
@@ -128,7 +128,8 @@ def campaign_provenance(campaign: Campaign, result: Any) -> dict[str, Any]:
                 "description": campaign.description, "settings": campaign.settings,
                 "balancing": {"log2_g": result.balancing[0], "log2_b": result.balancing[1]},
                 "top1": result.top1, "losses": result.losses, "seconds": round(result.seconds, 1),
-                "machine": {"cpu": m["cpu"], "vector": m["vector"], "torch": torch.__version__},
+                "machine": {"cpu": m["cpu"], "vector": m["vector"], "torch": torch.__version__,
+                            "threads": torch.get_num_threads()},  # float32 sums, so the training, differ with it
                 "novagen": __version__}
     return {
         "source": "search",
