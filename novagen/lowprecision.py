@@ -224,12 +224,29 @@ class Learned:
 
 def learn(name: str, network: str, start: str, precision: str, epochs: int = 2, calibration: int = 256,
           method: str = "percentile", seed: int = 0, max_denominator: int = 16, lr: float = 3e-4,
-          lr_points: float = 2e-3, schedule: str = "constant",
+          lr_points: float = 2e-3, schedule: str = "constant", threads: int | None = None,
           progress: Callable[[str], None] | None = None) -> Learned:
     """The catalog entry `name` learned by Winograd-aware fine-tuning: the network of `novagen.datasets`
     trained here (seeded), its eligible convolutions emulated with `start` in `precision` (int8: calibrated
     per tap first), fine-tuned `epochs` with the points and balancing learned, snapped (denominators up to
-    `max_denominator`) and verified; `lr`, `lr_points` and `schedule` as in `novagen.torch.finetune`."""
+    `max_denominator`) and verified; `lr`, `lr_points` and `schedule` as in `novagen.torch.finetune`.  With
+    `threads`, torch runs on that many threads throughout (float32 training differs with the thread count, so a
+    campaign that fixes it reproduces on any machine of the same CPU)."""
+    if threads is None:
+        return _learn(name, network, start, precision, epochs, calibration, method, seed, max_denominator, lr,
+                      lr_points, schedule, progress)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _learn(name, network, start, precision, epochs, calibration, method, seed, max_denominator, lr,
+                      lr_points, schedule, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _learn(name: str, network: str, start: str, precision: str, epochs: int, calibration: int, method: str,
+           seed: int, max_denominator: int, lr: float, lr_points: float, schedule: str,
+           progress: Callable[[str], None] | None) -> Learned:
     say = progress or (lambda message: None)
     began = time.monotonic()
     spec, family = split_name(name)

@@ -188,7 +188,10 @@ def test_finetune_campaigns_are_checked(tmp_path):
     bad.write_text(FINETUNE + "lr = 2\n")
     with pytest.raises(InputError, match="lr = 2 must be a number between 0 and 1"):
         S.load_campaign(bad)
-    bad.write_text(FINETUNE + 'lr_points = 1e-3\nschedule = "cosine"\n')
+    bad.write_text(FINETUNE + "threads = 0\n")
+    with pytest.raises(InputError, match="threads = 0 must be a whole number >= 1"):
+        S.load_campaign(bad)
+    bad.write_text(FINETUNE + 'lr_points = 1e-3\nschedule = "cosine"\nthreads = 1\n')
     assert S.load_campaign(bad).settings["schedule"] == "cosine"
     bad.write_text(FINETUNE)
     camp = S.load_campaign(bad)
@@ -331,8 +334,12 @@ def test_a_finetune_campaign_runs_from_the_cli(capsys, tmp_path):
 
     camp = tmp_path / "f8_3-digits-test.toml"
     camp.write_text('name = "F(8,3)/digits-test"\nspec = "F(8,3)"\nkind = "finetune"\nnetwork = "digits"\n'
-                    'start = "F(8,3)/best"\nprecision = "fp16"\nepochs = 1\n')
+                    'start = "F(8,3)/best"\nprecision = "fp16"\nepochs = 1\nthreads = 1\n')
+    import torch
+
+    before = torch.get_num_threads()
     assert run(["search", "--campaign", str(camp), "--json"]) == 0
+    assert torch.get_num_threads() == before  # the campaign's thread count held during its run only
     doc = json.loads(capsys.readouterr().out)
     assert doc["best"]["name"] == "F(8,3)/digits-test" and doc["campaign"]["reproduces_catalog"] is None
     plain = Algorithm.from_points("F(8,3)", [*doc["best"]["points"], "inf"])

@@ -26,7 +26,7 @@ from novagen.version import __version__
 SEARCH_KEYS = {"objective", "max_denominator", "symmetric", "dyadic", "infinity", "max_abs", "seed", "restarts",
                "max_evaluations", "balanced"}
 FINETUNE_KEYS = {"network", "start", "precision", "epochs", "calibration", "method", "seed", "max_denominator",
-                 "lr", "lr_points", "schedule"}
+                 "lr", "lr_points", "schedule", "threads"}
 SCHEDULES = ("constant", "cosine")
 """The learning-rate schedules of `novagen.torch.finetune`."""
 KINDS = {"search": (SEARCH_KEYS, set()), "finetune": (FINETUNE_KEYS, {"network", "start", "precision"})}
@@ -81,7 +81,7 @@ def load_campaign(path: str | Path) -> Campaign:
     if spec != parse_spec(data["spec"]):
         raise InputError(f"campaign {p.name}: name {data['name']} does not match spec {data['spec']}")
     if kind == "finetune":
-        for key, low in (("epochs", 0), ("calibration", 1), ("seed", 0), ("max_denominator", 1)):
+        for key, low in (("epochs", 0), ("calibration", 1), ("seed", 0), ("max_denominator", 1), ("threads", 1)):
             if key in data and (type(data[key]) is not int or data[key] < low):
                 raise InputError(f"campaign {p.name}: {key} = {data[key]!r} must be a whole number >= {low}")
         for key in ("lr", "lr_points"):
