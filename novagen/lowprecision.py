@@ -232,11 +232,8 @@ def learn(name: str, network: str, start: str, precision: str, epochs: int = 2, 
     `max_denominator`) and verified; `lr`, `lr_points` and `schedule` as in `novagen.torch.finetune`.  With
     `threads`, torch runs on that many threads throughout (float32 training differs with the thread count, so a
     campaign that fixes it reproduces on any machine of the same CPU)."""
-    if threads is None:
-        return _learn(name, network, start, precision, epochs, calibration, method, seed, max_denominator, lr,
-                      lr_points, schedule, progress)
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or before)
     try:
         return _learn(name, network, start, precision, epochs, calibration, method, seed, max_denominator, lr,
                       lr_points, schedule, progress)

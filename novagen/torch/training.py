@@ -4,9 +4,9 @@ The model's emulated Winograd convolutions (`replace_conv2d(..., precision=...)`
 surrogates (`novagen.torch.learned`) that share one `LearnedPoints` per algorithm, so the network learns one
 algorithm per tile size; the whole network trains with Adam (its weights at `lr`, the points and balancing
 at `lr_points`; constant, or with `schedule="cosine"` both decay to zero over the run), rounding straight
-through.  Then the points are snapped to rationals, moved on the lattice
-while that lowers the loss measured by the exact emulator, verified, and the layers become emulated Winograd
-convolutions of the learned algorithm again (recalibrated when calibration data is given).
+through.  Then the points are snapped to rationals, moved on the lattice while that lowers the loss measured
+by the exact emulator, verified, and the layers become emulated Winograd convolutions of the learned
+algorithm again (recalibrated when calibration data is given).
 
 `learn=("matrices",)` is the comparison only: AT, G and BT train as free parameters (`learned.FreeMatrices`),
 nothing is snapped or proven, and the layers stay the trained surrogates (report.unverified)."""
