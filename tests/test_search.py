@@ -182,15 +182,12 @@ def test_finetune_campaigns_are_checked(tmp_path):
     bad.write_text(FINETUNE + "restarts = 4\n")  # a search setting
     with pytest.raises(InputError, match="unknown keys restarts for a finetune campaign"):
         S.load_campaign(bad)
-    bad.write_text(FINETUNE + 'schedule = "step"\n')
-    with pytest.raises(InputError, match="schedule = 'step' is not one of constant, cosine"):
-        S.load_campaign(bad)
-    bad.write_text(FINETUNE + "lr = 2\n")
-    with pytest.raises(InputError, match="lr = 2 must be a number between 0 and 1"):
-        S.load_campaign(bad)
-    bad.write_text(FINETUNE + "threads = 0\n")
-    with pytest.raises(InputError, match="threads = 0 must be a whole number >= 1"):
-        S.load_campaign(bad)
+    for extra, match in (('schedule = "step"', "schedule = 'step' is not one of constant, cosine"),
+                         ("lr = 2", "lr = 2 must be a number between 0 and 1"),
+                         ("threads = 0", "threads = 0 must be a whole number >= 1")):
+        bad.write_text(FINETUNE + extra + "\n")
+        with pytest.raises(InputError, match=match):
+            S.load_campaign(bad)
     bad.write_text(FINETUNE + 'lr_points = 1e-3\nschedule = "cosine"\nthreads = 1\n')
     assert S.load_campaign(bad).settings["schedule"] == "cosine"
     bad.write_text(FINETUNE)

@@ -108,18 +108,23 @@ def build_command(cc: str, sources: list[str], output: str, flags: tuple[str, ..
     return [cc, *flags, *sources, "-o", output, "-lm"]
 
 
-def build(alg: Algorithm, flags: tuple[str, ...] = FLAGS) -> Library:
-    """Compile (or find in the cache) the shared library of an algorithm's kernel."""
-    alg = check(alg)
-    files = render(alg)
+def build_c_library(kind: str, key: str, files: dict[str, str], what: str, meta: dict[str, Any],
+                    flags: tuple[str, ...] = FLAGS) -> Library:
+    """Compile rendered C sources (or find them in the cache) with the host compiler: the cache key is `key`
+    with the compiler, its version and the flags, which the library's metadata records too."""
     cc = find_compiler()
     ident = compiler_identity(cc)
     sources = [n for n in files if n.endswith(".c")]
-    return build_library("c", (alg.content_hash, cc, ident, " ".join(flags)), files,
+    return build_library(kind, (key, cc, ident, " ".join(flags)), files,
                          lambda src, out: build_command(cc, [str(src / n) for n in sources], str(out), flags),
-                         f"the {alg.label} C kernel",
-                         {"algorithm": alg.label, "hash": alg.content_hash, "prefix": prefix(alg),
-                          "compiler": ident, "flags": list(flags)})
+                         what, {**meta, "compiler": ident, "flags": list(flags)})
+
+
+def build(alg: Algorithm, flags: tuple[str, ...] = FLAGS) -> Library:
+    """Compile (or find in the cache) the shared library of an algorithm's kernel."""
+    alg = check(alg)
+    return build_c_library("c", alg.content_hash, render(alg), f"the {alg.label} C kernel",
+                           {"algorithm": alg.label, "hash": alg.content_hash, "prefix": prefix(alg)}, flags)
 
 
 @functools.lru_cache(maxsize=64)

@@ -14,8 +14,8 @@ import ctypes
 import functools
 import os
 
-from novagen.backends.c import FLAGS, build_command, compiler_identity
-from novagen.backends.toolchain import Library, build_library, find_compiler
+from novagen.backends.c import build_c_library
+from novagen.backends.toolchain import Library
 from novagen.errors import InputError
 from novagen.resources import templates
 from novagen.version import __version__
@@ -55,15 +55,10 @@ class DirectLibrary:
         if stride not in STRIDES:
             raise InputError(f"the direct kernel takes strides {' and '.join(map(str, STRIDES))}, not {stride}")
         self.r, self.stride = r, stride
-        files = render(r, stride)
-        cc = find_compiler()
-        ident = compiler_identity(cc)
         self.prefix = prefix(r, stride)
-        self.built: Library = build_library(
-            "c-direct", (self.prefix, cc, ident, " ".join(FLAGS)), files,
-            lambda src, out: build_command(cc, [str(src / n) for n in files], str(out)),
-            f"the {r}x{r} stride-{stride} direct C convolution",
-            {"r": r, "stride": stride, "compiler": ident, "flags": list(FLAGS)})
+        self.built: Library = build_c_library("c-direct", self.prefix, render(r, stride),
+                                              f"the {r}x{r} stride-{stride} direct C convolution",
+                                              {"r": r, "stride": stride})
         lib = ctypes.CDLL(str(self.built.path))
         self._run = getattr(lib, f"{self.prefix}_run")
         self._run.argtypes = [ctypes.POINTER(DirectShape)] + [ctypes.c_void_p] * 5

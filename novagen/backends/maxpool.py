@@ -11,8 +11,8 @@ import ctypes
 import functools
 import os
 
-from novagen.backends.c import FLAGS, build_command, compiler_identity
-from novagen.backends.toolchain import Library, build_library, find_compiler
+from novagen.backends.c import build_c_library
+from novagen.backends.toolchain import Library
 from novagen.errors import InputError
 from novagen.resources import templates
 from novagen.version import __version__
@@ -64,15 +64,11 @@ class PoolLibrary:
     def __init__(self, kernel: tuple[int, int], stride: tuple[int, int]) -> None:
         check(kernel, stride, (0, 0))
         self.kernel, self.stride = kernel, stride
-        files = render(kernel, stride)
-        cc = find_compiler()
-        ident = compiler_identity(cc)
         self.prefix = prefix(kernel, stride)
-        self.built: Library = build_library(
-            "c-maxpool", (self.prefix, cc, ident, " ".join(FLAGS)), files,
-            lambda src, out: build_command(cc, [str(src / n) for n in files], str(out)),
+        self.built: Library = build_c_library(
+            "c-maxpool", self.prefix, render(kernel, stride),
             f"the {kernel[0]}x{kernel[1]} stride-{stride[0]}x{stride[1]} C max pool",
-            {"kernel": list(kernel), "stride": list(stride), "compiler": ident, "flags": list(FLAGS)})
+            {"kernel": list(kernel), "stride": list(stride)})
         self._run = getattr(ctypes.CDLL(str(self.built.path)), f"{self.prefix}_run")
         self._run.argtypes = [ctypes.POINTER(PoolShape), ctypes.c_void_p, ctypes.c_void_p]
         self._run.restype = ctypes.c_int

@@ -8,16 +8,13 @@ no transform to cache.  A channels_last input is computed as NCHW and handed bac
 
 from __future__ import annotations
 
-import threading
-
 import torch
 from torch import nn
 
 from novagen.backends.direct import DIRECT, MAX_CHANNELS, STRIDES, direct_library, output_size
+from novagen.torch.workspaces import workspace
 
-__all__ = ["DIRECT", "direct_conv2d", "ineligible", "workspaces"]
-
-_WORKSPACES = threading.local()
+__all__ = ["DIRECT", "direct_conv2d", "ineligible"]
 
 
 def ineligible(conv: nn.Module) -> str | None:
@@ -60,12 +57,8 @@ def direct_conv2d(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, p
     wc = w.detach().to(torch.float32).contiguous()
     b = None if bias is None else bias.detach().to(torch.float32).contiguous()
     y = torch.empty((n, k, s.oh, s.ow), dtype=torch.float32)
-    cache = _WORKSPACES.__dict__.setdefault("buffers", {})
-    need = lib.workspace_floats(s)
-    if cache.get(lib.prefix) is None or cache[lib.prefix].numel() < need:
-        cache[lib.prefix] = torch.empty(need, dtype=torch.float32)
     lib.run(s, xc.data_ptr(), wc.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(),
-            cache[lib.prefix].data_ptr())
+            workspace(lib.prefix, lib.workspace_floats(s)).data_ptr())
     return y.contiguous(memory_format=torch.channels_last) if _channels_last(x) else y
 
 
@@ -76,7 +69,3 @@ def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, padding: list
     return torch.empty((x.shape[0], w.shape[0], oh, ow), dtype=torch.float32, device=x.device,
                        memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
 
-
-def workspaces() -> list[torch.Tensor]:
-    """This thread's workspaces (for cold timing)."""
-    return list(_WORKSPACES.__dict__.get("buffers", {}).values())

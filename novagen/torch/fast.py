@@ -16,7 +16,6 @@ epilogue fused into it (`Epilogue`: the model's BatchNorm folded into the weight
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,14 +27,13 @@ from novagen.algebra import Algorithm
 from novagen.backends.c import KernelLibrary, kernel_library
 from novagen.errors import InputError
 from novagen.torch.auto import TORCH, decide
-from novagen.torch.direct import DIRECT, direct_conv2d, workspaces
+from novagen.torch.direct import DIRECT, direct_conv2d
 from novagen.torch.direct import ineligible as direct_ineligible
+from novagen.torch.workspaces import workspace, workspaces
 
 _ALGORITHMS: dict[str, Algorithm] = {}
 """Algorithms by content hash: what the operators' `algorithm` strings name."""
 _LIBRARIES: dict[str, KernelLibrary] = {}
-_WORKSPACES = threading.local()
-"""Per thread, the kernel workspace of the last shape each algorithm ran (reused: no page faults per call)."""
 
 
 def register(alg: Algorithm) -> str:
@@ -94,7 +92,7 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None,
                     memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     b = None if bias is None else bias.to(torch.float32).contiguous()
     lib.conv2d(s, xc.data_ptr(), u.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(),
-               _workspace(algorithm, lib, s).data_ptr())
+               workspace(algorithm, lib.workspace_floats(s)).data_ptr())
     return y
 
 
@@ -105,17 +103,6 @@ def _(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, algorithm: st
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.empty((x.shape[0], out_channels, oh, ow), dtype=torch.float32, device=x.device,
                        memory_format=torch.channels_last if nhwc else torch.contiguous_format)
-
-
-def _workspace(algorithm: str, lib: KernelLibrary, s: Any) -> torch.Tensor:
-    """The workspace of this shape: the buffer of the last call of this algorithm on this thread when large
-    enough, else a new one."""
-    cache = _WORKSPACES.__dict__.setdefault("buffers", {})
-    need = lib.workspace_floats(s)
-    buf = cache.get(algorithm)
-    if buf is None or buf.numel() < need:
-        buf = cache[algorithm] = torch.empty(need, dtype=torch.float32)
-    return buf
 
 
 @dataclass
@@ -247,8 +234,7 @@ class KernelConv2d(nn.Module):
         thread's kernel workspaces."""
         held = [u for _, u in self._u.values()]
         folded = list(self._folded[1]) if self._folded is not None else []
-        return [self.weight, self.bias, *folded, *held, *_WORKSPACES.__dict__.get("buffers", {}).values(),
-                *workspaces()]
+        return [self.weight, self.bias, *folded, *held, *workspaces()]
 
     def compute(self, x: torch.Tensor, choice: str) -> torch.Tensor:
         """One candidate's convolution with the kernel's parameters (`kernel_parameters`, `kernel_pool`): an

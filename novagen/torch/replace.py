@@ -88,10 +88,10 @@ def replace_conv2d(model: nn.Module, algorithm: str | AnyAlgorithm, precision: s
         if others != "keep":
             raise InputError("backend 'c' leaves other convolutions to torch (others='keep')")
         algs = _fast_algorithms(algorithm)
+        auto = len(algs) > 1
         for name, mod in list(out.named_modules()):
             if not isinstance(mod, nn.Conv2d):
                 continue
-            auto = len(algs) > 1
             reason = ineligible(mod, (algs[0].r, algs[0].r))
             if reason is None or (auto and direct_ineligible(mod) is None):  # auto: the direct kernel takes more
                 set_submodule(out, name, KernelConv2d(mod, algs if reason is None else [], direct=auto))
