@@ -3,9 +3,13 @@
 Every candidate is run once and its output compared with a reference (float64 direct convolution, or the
 baseline's output); a candidate whose relative error exceeds its bound is marked failed and is never ranked.
 Each candidate is timed `repeats` times after `warmup` untimed runs, either alternating between candidates
-within each repeat (fair to all when they do not disturb each other) or in one block per candidate, checked
+within each repeat (fair to all when they do not disturb each other), in one block per candidate, checked
 and timed before the next one runs at all (when one runtime's thread pool slows the next call of another, as
-TVM's does to torch's).  Medians are reported, with the minimum and maximum beside them.
+TVM's does to torch's), or in rounds of blocks: the repeats split over up to ROUNDS rounds, each round a
+block per candidate that starts with `warmup` untimed runs.  Rounds keep what blocks protect against and
+spread every candidate over the whole measurement, so a slow spell of a shared machine (on a VM here, whole
+seconds at 1.3-1.6x) falls on all of them rather than on whichever block it hit.  Medians are reported,
+with the minimum and maximum beside them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import numpy as np
 
 from novagen.errors import InputError
 
-ORDERS = ("alternating", "blocks")
+ORDERS = ("alternating", "blocks", "rounds")
+ROUNDS = 5
+"""Rounds of the "rounds" order (fewer when there are fewer repeats)."""
 FP32_BOUND = 1e-3
 """Largest relative L2 error against float64 a float32 kernel may have before it counts as wrong: Winograd
 in fp32 stays below 1e-5 for the catalog's sets up to F(8,3); a wrong kernel is off by O(1)."""
@@ -97,10 +103,11 @@ class Timing:
 
 def measure(candidates: Sequence[Candidate], reference: np.ndarray | None = None, repeats: int = 5,
             order: str = "alternating", warmup: int = 1,
-            timer: Callable[[Callable[[], Any]], float] = wall_seconds, keep_outputs: bool = False
-            ) -> dict[str, Timing]:
+            timer: Callable[[Callable[[], Any]], float] = wall_seconds, keep_outputs: bool = False,
+            settle: float = 0.0) -> dict[str, Timing]:
     """Time every candidate (see the module docstring); `timer(fn)` returns the seconds of one call;
-    `keep_outputs` keeps each candidate's checked output (as float64) in its Timing."""
+    `keep_outputs` keeps each candidate's checked output (as float64) in its Timing; `settle`: seconds of
+    idle before each block of the "rounds" order, for the previous candidate's thread pool to go to sleep."""
     if repeats < 1:
         raise InputError(f"repeats {repeats} must be at least 1")
     if order not in ORDERS:
@@ -126,12 +133,22 @@ def measure(candidates: Sequence[Candidate], reference: np.ndarray | None = None
         for _ in range(repeats):
             for c in candidates:
                 samples[c.name].append(timer(c.run))
-    else:  # each candidate checked, warmed up and timed before the next one runs at all
+    elif order == "blocks":  # each candidate checked, warmed up and timed before the next one runs at all
         for c in candidates:
             check(c)
             for _ in range(warmup):
                 c.run()
             samples[c.name] = [timer(c.run) for _ in range(repeats)]
+    else:  # rounds of blocks, each block warmed up again after the other candidates ran
+        for c in candidates:
+            check(c)
+        rounds = min(ROUNDS, repeats)
+        for r in range(rounds):
+            for c in candidates:
+                time.sleep(settle)
+                for _ in range(warmup):
+                    c.run()
+                samples[c.name] += [timer(c.run) for _ in range(repeats * (r + 1) // rounds - repeats * r // rounds)]
     return {c.name: Timing(c.name, tuple(s * 1e3 for s in samples[c.name]), errors[c.name], c.bound,
                            outputs[c.name]) for c in candidates}
 
@@ -144,8 +161,9 @@ def fastest(timings: Mapping[str, Timing], among: Sequence[str] | None = None) -
 
 def settings(repeats: int, order: str, warmup: int = 1) -> dict[str, Any]:
     """How a benchmark timed: the `timing` object of its JSON."""
+    rounds = f", {min(ROUNDS, repeats)} rounds, {warmup} warm-up run(s) per block" if order == "rounds" else ""
     return {"repeats": repeats, "statistic": "median (min, max beside it)", "warmup": f"{warmup} run(s) excluded",
-            "order": order, "weights": "transformed once before timing",
+            "order": order + rounds, "weights": "transformed once before timing",
             "correctness": "each candidate's output checked against the reference first; failed ones not ranked"}
 
 

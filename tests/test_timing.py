@@ -42,6 +42,23 @@ def test_blocks_order_and_no_reference():
     assert all(t.passed and t.error is None for t in times.values())
 
 
+def test_rounds_order_spreads_each_candidate_over_the_measurement():
+    calls = []
+    cands = [Candidate(n, lambda n=n: calls.append(n) or len(calls)) for n in ("a", "b")]
+    clock = iter(range(1, 100))
+    times = measure(cands, None, repeats=7, order="rounds", warmup=1, timer=lambda fn: (fn(), next(clock))[1])
+    # checked once each, then five rounds: per round a warm-up and a block of 1 or 2 timed runs per candidate
+    blocks = [1, 1, 2, 1, 2]
+    expected = ["a", "b"]
+    for k in blocks:
+        expected += ["a"] * (1 + k) + ["b"] * (1 + k)
+    assert calls == expected
+    assert len(times["a"].samples_ms) == len(times["b"].samples_ms) == 7
+    # the timed runs interleave: a's samples are from every round, not one stretch of the clock
+    assert times["a"].samples_ms == tuple(1e3 * v for v in (1, 3, 5, 6, 9, 11, 12))
+    assert times["b"].samples_ms == tuple(1e3 * v for v in (2, 4, 7, 8, 10, 13, 14))
+
+
 def test_bad_input_and_helpers():
     with pytest.raises(InputError, match="order 'random'"):
         measure([Candidate("a", lambda: 0)], order="random")

@@ -1,7 +1,9 @@
 """The TVM benchmark: our Winograd modules (untuned and tuned), TVM's own direct conv2d (unscheduled and
-tuned) and torch.conv2d per layer, through the one timing harness (`novagen.timing`), in blocks: a torch
-call right after some MetaSchedule-tuned TVM modules is up to 8× slower (the two thread pools contend),
-which alternating would charge to the baseline."""
+tuned) and torch.conv2d per layer, through the one timing harness (`novagen.timing`), in rounds of blocks: a
+torch call right after some MetaSchedule-tuned TVM modules is up to 8× slower (the two thread pools contend),
+which alternating would charge to the baseline, and one block per candidate would give a slow spell of the
+machine to whichever block it hit (torch 41-56 ms, novagen 25-35 ms over four runs of the same ResNet-18
+databases here, one block each)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ from novagen.backends.tvm.tuning import load_tuned
 from novagen.layers import Layer, conv_bytes, direct_gflop
 from novagen.limits import require_memory, whole
 from novagen.timing import FP32_BOUND, Candidate, fastest, geomean_ratio, machine_info, measure, settings, torch_layer
+
+SETTLE = 0.5
+"""Seconds of idle before each timed block: torch right after TVM's pool has run took 80-140 ms instead of
+45-50 on ResNet-18 here for its first calls; after half a second, its usual time."""
 
 
 def tuned_or_none(alg: Any, layer: Any, db: str | os.PathLike[str] | None, padding: Any, layout: str) -> Any:
@@ -90,7 +96,8 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Any], repeats: in
         data = torch_layer(layer.shape, layer.padding, layout)
         cands = _candidates(layer, algorithms, data.x, data.w, layout, tuned, direct)
         ref = data.reference
-        times = measure([data.baseline, *cands], ref, repeats, order="blocks", keep_outputs=True)
+        times = measure([data.baseline, *cands], ref, repeats, order="rounds", keep_outputs=True,
+                        settle=SETTLE)
         base_y = times["baseline"].output
         base = times["baseline"].median_ms
         gf = direct_gflop(layer.shape, 3, layer.padding)
@@ -123,7 +130,7 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Any], repeats: in
             summary[f"geomean_{key}"] = geomean_ratio(rows, key)
     return {"machine": {**machine_info(), "threads": threads, "tvm": tvm.__version__, "target": str(host_target())},
             "baseline": {"name": "torch.nn.functional.conv2d", "version": torch.__version__},
-            "timing": settings(repeats, "blocks"), "layers": rows, **summary}
+            "timing": settings(repeats, "rounds"), "layers": rows, **summary}
 
 
 
@@ -174,7 +181,8 @@ def bench_model(name: str, trials: int, db: str | os.PathLike[str], repeats: int
     cands += [Candidate(key, M.model_runner(ex, xi), lambda y: y.numpy(), FP32_BOUND) for key, ex in runs.items()]
     say("timing")
     with torch.inference_mode():
-        times = measure(cands, ref, whole("--repeats", repeats, 1, 1000), order="blocks", keep_outputs=True)
+        times = measure(cands, ref, whole("--repeats", repeats, 1, 1000), order="rounds", keep_outputs=True,
+                        settle=SETTLE)
     base = times["torch"].median_ms
     rows = []
     for key in MODEL_ROWS:
@@ -187,4 +195,4 @@ def bench_model(name: str, trials: int, db: str | os.PathLike[str], repeats: int
     by = {r["name"]: r for r in rows}
     return {"model": name, "batch": 1, "trials": trials, "machine": {**machine_info(), "threads": threads},
             "rows": rows, "novagen_vs_tvm_tuned": by["tvm_tuned"]["ms"] / by["novagen_tuned"]["ms"],
-            "novagen_vs_torch": base / by["novagen_tuned"]["ms"], "timing": settings(repeats, "blocks")}
+            "novagen_vs_torch": base / by["novagen_tuned"]["ms"], "timing": settings(repeats, "rounds")}
