@@ -7,9 +7,9 @@ within each repeat (fair to all when they do not disturb each other), in one blo
 and timed before the next one runs at all (when one runtime's thread pool slows the next call of another, as
 TVM's does to torch's), or in rounds of blocks: the repeats split over up to ROUNDS rounds, each round a
 block per candidate that starts with `warmup` untimed runs.  Rounds keep what blocks protect against and
-spread every candidate over the whole measurement, so a slow spell of a shared machine (on a VM here, whole
-seconds at 1.3-1.6x) falls on all of them rather than on whichever block it hit.  Medians are reported,
-with the minimum and maximum beside them.
+spread every candidate over the whole measurement, so a slow spell of a shared machine (on a VM here, one
+tuned ResNet-18 ran 22-33 ms from call to call) falls on all of them rather than on whichever block it hit.
+Medians are reported, with the minimum and maximum beside them.
 """
 
 from __future__ import annotations
