@@ -161,9 +161,11 @@ def fastest(timings: Mapping[str, Timing], among: Sequence[str] | None = None) -
 
 def settings(repeats: int, order: str, warmup: int = 1) -> dict[str, Any]:
     """How a benchmark timed: the `timing` object of its JSON."""
-    rounds = f", {min(ROUNDS, repeats)} rounds, {warmup} warm-up run(s) per block" if order == "rounds" else ""
-    return {"repeats": repeats, "statistic": "median (min, max beside it)", "warmup": f"{warmup} run(s) excluded",
-            "order": order + rounds, "weights": "transformed once before timing",
+    rounds = order == "rounds"
+    return {"repeats": repeats, "statistic": "median (min, max beside it)",
+            "warmup": f"{warmup} run(s) excluded" + (" per block" if rounds else ""),
+            "order": f"{order} ({min(ROUNDS, repeats)})" if rounds else order,
+            "weights": "transformed once before timing",
             "correctness": "each candidate's output checked against the reference first; failed ones not ranked"}
 
 
