@@ -36,7 +36,7 @@ from novagen.timing import (
     wall_seconds,
 )
 
-DEFAULT_ALGORITHMS = ("F(2,3)/classic", "F(4,3)/nova", "F(6,3)/nova")
+DEFAULT_ALGORITHMS = ("F(2,3)/classic", "F(4,3)/nova", "F(6,3)/nova", "F(7,3)/best")
 
 
 def sgemm_gflops(threads: int, sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> float:

@@ -227,7 +227,7 @@ def test_replace_auto_with_example_inputs_reports_choices(tmp_path, monkeypatch)
     fast, report = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
     rows = report.choices()
     assert [r["layer"] for r in rows] == ["c1", "c2", "c3"]
-    labels = ("torch", "direct", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best")
+    labels = ("torch", "direct", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best", "F(7,3)/best")
     assert all(r["label"] in labels and r["why"] for r in rows)
     with torch.no_grad():
         assert _rel(fast(x), model(x)) < 1e-4
@@ -467,7 +467,7 @@ def test_auto_times_candidates_inside_the_model(tmp_path, monkeypatch):
     for r in rows:  # c1 (3 channels) and c2 (16) are offered the direct kernel too, c3 (32) is not
         assert r["why"].endswith("(in the model)") and not r["cached"] and not r["failed"]
         few = {"direct"} if r["layer"] in ("c1", "c2") else set()
-        assert set(r["times_ms"]) == {"torch", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best"} | few
+        assert set(r["times_ms"]) == {"torch", "F(2,3)/best", "F(4,3)/best", "F(6,3)/best", "F(7,3)/best"} | few
         assert r["times_ms"][r["label"]] == min(r["times_ms"].values())
     _, again = ntorch.replace_conv2d(model, "auto", backend="c", example_inputs=(x,), return_report=True)
     assert [(r["label"], r["cached"]) for r in again.choices()] == [(r["label"], True) for r in rows]
