@@ -42,7 +42,7 @@ TORCH = "torch"
 
 CANDIDATES = ("F(2,3)/best", "F(4,3)/best", "F(6,3)/best", "F(7,3)/best")
 """fp32 candidates, one per tile size.  F(7,3) is there because tiles of 7 split 224, 112, 56, 28, 14 and 7
-exactly, where F(6,3) computes 15-65% more outputs than the layer has (a 2-core AVX-512 Xeon: ResNet-50's
+exactly, where F(6,3) computes up to 65% more outputs than the layer has (a 2-core AVX-512 Xeon: ResNet-50's
 256@14² at batch 8 2.39 ms against F(6,3)'s 4.1-4.7); F(8,3) stays out (its fp32 error, 1.8e-4 against F(7,3)'s
 8e-5 and F(6,3)'s 2e-5, buys little speed over them on these CPUs)."""
 REPEATS = 7
