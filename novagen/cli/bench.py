@@ -25,7 +25,7 @@ def bench(
     layer: str | None = typer.Option(None, "--layer", help="one layer N,C,H,W,K (3x3, padding 1)"),
     algorithms: list[str] | None = typer.Option(
         None, "--algorithm", "-a", help="algorithm(s) to try; the fastest per layer is reported "
-        "(default: F(2,3)/classic, F(4,3)/nova, F(6,3)/nova, F(7,3)/best)"),
+        f"(default: {', '.join(DEFAULT_ALGORITHMS)})"),
     repeats: int = typer.Option(5, "--repeats", help="timed runs of each kernel (median reported)"),
     threads: int | None = typer.Option(None, "--threads", help="threads for ours and the baseline (default: all)"),
     layout: str = typer.Option("NCHW", "--layout", help="NCHW, or NHWC (torch then runs channels_last)"),
