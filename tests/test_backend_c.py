@@ -109,6 +109,31 @@ def test_per_thread_and_blocked_paths_agree_with_direct(layout):
         assert (kernel._fn("local_chunk")(ctypes.byref(kernel._shape)) > 0) == (c == 24)
 
 
+def test_output_row_buffer_and_direct_stores_agree():
+    """On the per-thread path NCHW outputs go through a row buffer of one tile row ([m][tw*m][kp], flushed by
+    8x8 transposes, masked at a row's end); a row too wide for it (half an L2) stores the tiles straight to y.
+    Both, with tile rows split between chunks and threads and a channel count that is not a multiple of 8,
+    match the float64 correlation; the workspace holds the buffer only where it is used."""
+    import ctypes
+
+    rng = np.random.default_rng(11)
+    alg = novagen.algorithm("F(6,3)/nova")
+    for (n, c, h, w, k), buffered in (((3, 16, 20, 27, 13), True), ((1, 8, 7, 4000, 12), False)):
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        wt = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        kernel = novagen.compile(alg, padding=1, relu=True, threads=2, layer=(n, c, h, w, k))
+        ref = np.maximum(correlate_direct(x, wt, 1) + b[None, :, None, None], 0)
+        assert rel_err(kernel(x, wt, b), ref) < TOL[8]
+        chunk = kernel._fn("local_chunk")(ctypes.byref(kernel._shape))
+        assert chunk > 0
+        cp, kp = -(-c // 8) * 8, -(-k // kernel._fn("panel")()) * kernel._fn("panel")()
+        rowbuf = 6 * -(-w // 6) * 6 * kp if buffered else 0
+        # per thread: V and M of a chunk (64 Winograd points, one cache line of skew each), then the buffer
+        assert kernel._fn("workspace_floats")(ctypes.byref(kernel._shape)) == 2 * (
+            64 * (chunk * (cp + kp) + 2 * 16) + rowbuf) + 64
+
+
 def _max_pool2(y: np.ndarray) -> np.ndarray:
     """2×2 stride-2 max pool of (N, K, H, W), floor."""
     n, k, h, w = y.shape
