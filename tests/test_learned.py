@@ -50,7 +50,7 @@ def test_gradients_reach_the_points_and_match_finite_differences():
         e = torch.zeros_like(p0)
         e[i] = eps
         fd = (f(p0 + e) - f(p0 - e)) / (2 * eps)
-        assert float(fd) == pytest.approx(float(grad[i]), rel=1e-4, abs=1e-7)
+        assert float(fd.detach()) == pytest.approx(float(grad[i]), rel=1e-4, abs=1e-7)
 
 
 def test_any_points_and_balancing_compute_the_same_convolution_in_fp32():

@@ -36,6 +36,9 @@ class NumpyArrays:
             return np.asarray(np.max(np.abs(x)) if x.size else 0.0)
         return np.max(np.abs(x), axis=tuple(range(x.ndim - keep_last)))
 
+    def largest(self, x: np.ndarray) -> float:
+        return float(np.max(np.abs(x))) if x.size else 0.0
+
     def rint(self, x: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):
             return np.rint(x)

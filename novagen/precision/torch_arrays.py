@@ -65,6 +65,10 @@ class TorchArrays:
             return x.abs().max() if x.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
         return x.abs().flatten(0, x.ndim - keep_last - 1).amax(0)
 
+    def largest(self, x: torch.Tensor) -> float:
+        """max |x| as a number, outside autograd (a check, not part of the computation)."""
+        return float(x.detach().abs().max()) if x.numel() else 0.0
+
     def rint(self, x: torch.Tensor) -> torch.Tensor:
         """Round to integers; straight through in the backward pass (so training sees past int8 stages)."""
         return x + (torch.round(x) - x).detach() if x.requires_grad else torch.round(x)
