@@ -262,3 +262,33 @@ def test_an_interrupted_study_resumes_from_its_kept_rows(tmp_path, monkeypatch):
     assert all(r["kept"] for r in third)
     assert [r["top1"] for r in third] == [r["top1"] for r in second]
     assert 0.5 < third[0]["top1"] <= 1.0
+
+
+def test_accuracy_command_without_an_algorithm_runs_the_study_algorithms(monkeypatch, capsys):
+    """`novagen accuracy --network digits --precision int8-tap --calibrate 256 --finetune 3 --json` (the
+    issue's command, no algorithm named) fine-tunes F(4,3) and F(6,3) x classic, nova, best; fp16 takes the
+    F(8,3) ones. Training and fine-tuning are replaced here by recorders: this checks what the command runs."""
+    import json
+
+    import novagen.datasets as D
+    import novagen.lowprecision as L
+    from novagen.cli import run
+
+    seen = []
+    monkeypatch.setattr(D, "trained", lambda net, seed=0: ("model", type("Data", (), {"x_test": 0, "y_test": 0})))
+    monkeypatch.setattr(D, "accuracy", lambda model, x, y: 0.9)
+
+    def fake_variant(model, data, name, prec, how, epochs, calibration, seed=0, progress=None):
+        seen.append((name, prec, how, epochs, calibration))
+        return 0.5, {}
+
+    monkeypatch.setattr(L, "variant", fake_variant)
+    code = run(["accuracy", "--network", "digits", "--precision", "int8-tap", "--calibrate", "256", "--finetune", "3",
+                "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert seen == [(a, "int8-tap", "finetuned", 3, 256) for a in L.INT8_ALGORITHMS]
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["algorithm"] for r in rows] == ["direct", *L.INT8_ALGORITHMS]
+    seen.clear()
+    assert run(["accuracy", "--network", "digits", "-P", "fp16", "--calibrate", "64"]) == 0
+    assert seen == [(a, "fp16", "calibrated", 0, 64) for a in L.HALF_ALGORITHMS]

@@ -99,7 +99,7 @@ def _trained_networks(algorithms: list[str] | None, algorithm_opt: list[str] | N
                       as_json: bool) -> None:
     """--calibrate / --finetune / --study on the networks trained here (novagen.datasets)."""
     from novagen.datasets import NETWORKS as TRAINED
-    from novagen.lowprecision import study, variant
+    from novagen.lowprecision import HALF_ALGORITHMS, INT8_ALGORITHMS, study, variant
 
     bad = [n for n in networks if n not in TRAINED] or ([] if networks else ["(none)"])
     if bad:
@@ -127,9 +127,10 @@ def _trained_networks(algorithms: list[str] | None, algorithm_opt: list[str] | N
         from novagen.datasets import accuracy, trained
 
         names = [*(algorithms or []), *(algorithm_opt or [])]
-        if not names:
-            raise InputError("give at least one algorithm, or --study")
         precisions = [policy(p).name for item in precision for p in item.split(",") if p.strip()]
+        # no algorithm named: the study's, F(4,3) and F(6,3) for integer formats, F(8,3) for the others
+        runs = ([(a, p) for a in names for p in precisions] if names else
+                [(a, p) for p in precisions for a in (INT8_ALGORITHMS if p.startswith("int") else HALF_ALGORITHMS)])
         rows = []
         for net in networks:
             say(f"training the {net} network")
@@ -137,13 +138,12 @@ def _trained_networks(algorithms: list[str] | None, algorithm_opt: list[str] | N
             rows.append({"network": net, "algorithm": "direct", "precision": "fp32", "variant": "trained",
                          "top1": accuracy(model, data.x_test, data.y_test)})
             how = "finetuned" if finetune else "calibrated"
-            for name in names:
-                for prec in precisions:
-                    say(f"{net}: {name} {prec} {how}")
-                    top1, extra = variant(model, data, name, prec, how, finetune, calibrate or 256, seed=seed,
-                                          progress=say)
-                    rows.append({"network": net, "algorithm": name, "precision": prec, "variant": how,
-                                 "top1": top1, **extra})
+            for name, prec in runs:
+                say(f"{net}: {name} {prec} {how}")
+                top1, extra = variant(model, data, name, prec, how, finetune, calibrate or 256, seed=seed,
+                                      progress=say)
+                rows.append({"network": net, "algorithm": name, "precision": prec, "variant": how,
+                             "top1": top1, **extra})
     if as_json:
         print_json({"rows": rows, "seed": seed, "calibrate": calibrate, "finetune": finetune})
         return
