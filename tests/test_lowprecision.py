@@ -82,6 +82,21 @@ def test_finetuning_learns_points_that_verify():
         assert torch.isfinite(q(x[:4])).all()
 
 
+def test_finetuning_and_calibration_take_a_dataloader():
+    """The issue's call: calibrate= and finetune() given a torch DataLoader of (input, label) batches, as a
+    user's training code has; the learned algorithm verifies. Anything else is a clear error."""
+    torch.manual_seed(0)
+    x = torch.randn(96, 3, 12, 12)
+    yl = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, yl), batch_size=32, shuffle=True)
+    q, _ = replace_conv2d(_net(), "F(4,3)/classic", precision="int8-tap", calibrate=loader, return_report=True)
+    rep = finetune(q, loader, epochs=2, batch=32, max_denominator=8, label="learned-loader")
+    assert rep.steps == 6 and len(rep.losses) == 2
+    assert novagen.verify(novagen.torch.learned_algorithm(q[0])).verified
+    with pytest.raises(InputError, match="batches of \\(input, label\\) pairs"):
+        finetune(q, 3, epochs=1)
+
+
 def test_free_matrices_are_the_unverified_comparison():
     """learn=("matrices",) trains AT, G, BT themselves: the matrices move off the exact algorithm, nothing
     is snapped or proven, the report says unverified, and the model keeps the trained surrogates."""

@@ -108,13 +108,28 @@ def _conv_like(mod: WinogradConv2d) -> nn.Conv2d:
     return conv
 
 
-def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: int = 3,
+def _examples(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) from a pair of tensors or from batches of (input, label) pairs, as a DataLoader gives."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return data[0], data[1]
+    try:
+        pairs = [(b[0], b[1]) for b in data]
+    except (TypeError, IndexError, KeyError):
+        raise InputError("fine-tuning data must be (inputs, labels) tensors or batches of (input, label) pairs, "
+                         f"not {type(data).__name__}") from None
+    if not pairs:
+        raise InputError("fine-tuning data is empty")
+    return torch.cat([torch.as_tensor(p[0]) for p in pairs]), torch.cat([torch.as_tensor(p[1]) for p in pairs])
+
+
+def finetune(model: nn.Module, data: Any, epochs: int = 3,
              learn: Sequence[str] = ("points", "scales"), lr: float = 3e-4, lr_points: float = 2e-3, batch: int = 64,
              seed: int = 0, max_denominator: int = 16, calibrate: Any = None, calibrate_method: str = "percentile",
              label: str | None = None, progress: Callable[[str], None] | None = None,
              schedule: str = "constant") -> FinetuneReport:
-    """Fine-tune `model` (in place) on (inputs, labels), learning its Winograd algorithms (see the module
-    docstring); returns what was learned."""
+    """Fine-tune `model` (in place) on (inputs, labels) tensors or a DataLoader of such batches (reshuffled here
+    into batches of `batch`), learning its Winograd algorithms (see the module docstring); returns what was
+    learned."""
     from novagen.torch.scales import calibrate as run_calibration
 
     if schedule not in SCHEDULES:
@@ -122,7 +137,7 @@ def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: 
     if not (lr > 0 and lr_points > 0 and math.isfinite(lr) and math.isfinite(lr_points)):
         raise InputError(f"learning rates must be positive and finite (lr {lr}, lr_points {lr_points})")
     start = time.monotonic()
-    x, y = data
+    x, y = _examples(data)
     mods = {name: m for name, m in model.named_modules() if isinstance(m, WinogradConv2d)}
     if not mods:
         raise InputError("nothing to fine-tune: no emulated Winograd convolution (replace_conv2d(model, alg, "
