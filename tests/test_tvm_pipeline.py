@@ -72,11 +72,14 @@ def test_detach_params_flow_with_auto_and_the_default_schedule_pass():
     mod, params = _imported(model, x)
     assert isinstance(params["main"], list)  # the form TVM hands over
     new, report = nt.rewrite_conv2d(mod, "auto", params=params, return_report=True)
-    assert [r["shape"] for r in report.rewritten] == [[1, 16, 15, 13, 16], [1, 16, 15, 13, 24]]
+    winograd = [r for r in report.rewritten if r["algorithm"] != "novagen direct"]
+    assert [r["shape"] for r in winograd] == [[1, 16, 15, 13, 16], [1, 16, 15, 13, 24]]
     assert all(r["algorithm"].endswith("/best") and r["why"].startswith("auto: fastest (cold weights)")
-               for r in report.rewritten)
-    reasons = [s["reason"] for s in report.skipped]
-    assert "left to TVM" in reasons[0] and "stride" in reasons[1]
+               for r in winograd)
+    # the 3-channel stem: novagen's direct kernel or TVM's conv2d, whichever measured faster, with both times
+    stem = [r for r in report.rewritten if r not in winograd] + [s for s in report.skipped if s["shape"][1] == 3]
+    assert len(stem) == 1 and "too few for Winograd" in stem[0].get("why", stem[0].get("reason", ""))
+    assert [s["reason"] for s in report.skipped if s["shape"][1] != 3] == ["stride (2, 2)"]
     assert len(new["main"].params) == 1  # every weight bound and transformed at compile time
     target = nt.host_target()
     ex = tvm.compile(nt.DefaultSchedule()(new), target=target)
@@ -231,3 +234,141 @@ def test_compile_model_builds_fused_model_for_cuda_without_gpu():
 
     cuda = cuda_module(ex.mod)
     assert cuda is not None and "fused_novagen_F_4_3_nova" in cuda.inspect_source()
+
+
+DIRECT_CASES = [  # (layer, kernel, stride, padding (top, left, bottom, right), dtype)
+    ((1, 3, 40, 36, 16), (7, 7), (2, 2), (3, 3, 3, 3), "float32"),  # a ResNet stem
+    ((2, 3, 15, 13, 24), (3, 3), (1, 1), (1, 1, 1, 1), "float32"),  # a VGG first layer, odd sizes, batch 2
+    ((1, 5, 17, 11, 12), (5, 3), (2, 3), (2, 1, 0, 2), "float32"),  # uneven kernel, strides and padding
+    ((1, 3, 20, 20, 8), (3, 3), (2, 2), (1, 1, 1, 1), "float16"),
+]
+
+
+@pytest.mark.parametrize("layer,kernel,stride,padding,dtype", DIRECT_CASES)
+def test_direct_kernel_matches_torch(layer, kernel, stride, padding, dtype):
+    """novagen's direct kernel, default schedule and a schedule sampled from its design space, against a
+    float64 convolution."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from novagen.backends.tvm.schedule import direct_primfunc
+    from novagen.backends.tvm.spec import make_direct_spec
+
+    spec = make_direct_spec(layer, kernel, stride, padding, dtype)
+    rng = np.random.default_rng(1)
+    n, c, h, w, k = layer
+    x, wt = rng.standard_normal((n, c, h, w)).astype(dtype), rng.standard_normal((k, c, *kernel)).astype(dtype)
+    padded = torch.nn.functional.pad(torch.from_numpy(x.astype(np.float64)), (padding[1], padding[3], padding[0],
+                                                                            padding[2]))
+    ref = torch.nn.functional.conv2d(padded, torch.from_numpy(wt.astype(np.float64)), stride=stride).numpy()
+    target = nt.host_target()
+    ctx = ms.TuneContext(mod=tvm.IRModule({"main": direct_primfunc(spec, schedule=None)}), target=target,
+                         space_generator="post-order-apply", search_strategy="evolutionary")
+    sampled = ctx.space_generator.generate_design_space(ctx.mod)[0]
+    assert "sample_categorical" in str(sampled.trace)
+    for mod in (tvm.IRModule({"main": direct_primfunc(spec)}), sampled.mod):
+        lib = tvm.compile(mod, target=target).mod
+        y = tvm.runtime.tensor(np.zeros(spec.output_shape, dtype))
+        lib[spec.name](tvm.runtime.tensor(x), tvm.runtime.tensor(wt), y)
+        assert y.numpy().shape == ref.shape
+        assert _close(y.numpy().astype(np.float64), ref) < (1e-3 if dtype == "float16" else 1e-5)
+
+
+class StemNet(torch.nn.Module):
+    """A ResNet-shaped head: a 7×7/2 stem on 3 channels with BatchNorm and ReLU, then a 3×3 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = torch.nn.Conv2d(3, 16, 7, stride=2, padding=3, bias=False), torch.nn.BatchNorm2d(16)
+        self.conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x: Any) -> Any:
+        return self.conv(torch.relu(self.bn(self.stem(x))))
+
+
+def test_auto_gives_a_stem_novagens_direct_kernel_tunable_by_its_rule():
+    from tvm.s_tir import meta_schedule as ms
+
+    torch.manual_seed(0)
+    model = StemNet().eval()
+    x = torch.randn(1, 3, 96, 96)
+    ref = model(x).detach().numpy()
+    mod, params = _imported(model, x)
+    new, report = nt.rewrite_conv2d(mod, "auto", params=params, return_report=True)
+    stem = [r for r in report.rewritten if r.get("kernel") == [7, 7]]
+    assert len(stem) == 1 and stem[0]["algorithm"] == "novagen direct" and stem[0]["stride"] == [2, 2]
+    assert "too few for Winograd" in stem[0]["why"] and stem[0]["function"].startswith("novagen_direct_")
+    assert _close(_run(tvm.compile(nt.DefaultSchedule()(new), target=nt.host_target()), x), ref) < 1e-4
+    tasks = ms.relax_integration.extract_tasks(_legalized(new), nt.host_target())
+    direct = [t for t in tasks if t.task_name.startswith("novagen_direct_")]
+    assert len(direct) == 1
+    func = direct[0].dispatched[0]["main"]
+    sch = tvm.s_tir.Schedule(func)
+    assert not func.attrs.get("tirx.is_scheduled", False)
+    assert str(sch.get(sch.get_sblock("acc")).annotations["schedule_rule"]) == "novagen_direct_conv2d"
+
+
+def test_fusable_direct_kernel_computes_its_epilogue():
+    """schedule="fusable": the stem's bias and ReLU fuse into novagen's direct function, computed in its
+    output block, as compile_model builds it."""
+    torch.manual_seed(0)
+    model = StemNet().eval()
+    x = torch.randn(1, 3, 96, 96)
+    mod, params = _imported(model, x)
+    prepared = nt.prepare(mod, params, "auto", schedule="fusable")
+    assert any(r["algorithm"] == "novagen direct" for r in prepared.report.rewritten)
+    names = [gv.name_hint for gv in nt.legalized(prepared.mod).get_global_vars()]
+    fused = [n for n in names if n.startswith("fused_novagen_direct_")]
+    assert len(fused) == 1 and "_add" in fused[0] and "relu" in fused[0]
+    assert _close(_run(nt.compile_model(prepared, "llvm"), x), model(x).detach().numpy()) < 1e-4
+
+
+@pytest.mark.slow
+def test_tune_relax_tunes_the_direct_kernel(tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    from novagen.backends.tvm.compat import (
+        drop_unnamed_handlers,
+        import_tensor_intrin,
+        in_process_builder,
+        in_process_runner,
+    )
+    from novagen.backends.tvm.schedule import novagen_kind
+
+    torch.manual_seed(0)
+    model = StemNet().eval()
+    x = torch.randn(1, 3, 96, 96)
+    mod, params = _imported(model, x)
+    rewritten = nt.rewrite_conv2d(mod, "auto", params=params)
+    target = nt.host_target()
+    import_tensor_intrin()
+    drop_unnamed_handlers()
+    db = ms.relax_integration.tune_relax(_legalized(rewritten), params={}, target=target,
+                                         work_dir=str(tmp_path / "db"), max_trials_global=16, num_trials_per_iter=4,
+                                         builder=in_process_builder(), runner=in_process_runner())
+    kinds = [novagen_kind(r.workload.mod["main"]) for r in db.get_all_tuning_records()]
+    assert "direct" in kinds and "winograd" in kinds
+    ex = ms.relax_integration.compile_relax(db, rewritten, target, params=None)
+    assert _close(_run(ex, x), model(x).detach().numpy()) < 1e-4
+
+
+def test_direct_kernel_builds_for_cuda_without_gpu():
+    from novagen.backends.tvm.schedule import direct_primfunc
+    from novagen.backends.tvm.spec import make_direct_spec
+
+    spec = make_direct_spec((1, 3, 32, 32, 16), (7, 7), (2, 2), (3, 3, 3, 3))
+    lib = tvm.compile(tvm.IRModule({"main": direct_primfunc(spec, schedule="cuda")}),
+                      target=tvm.target.Target({"kind": "cuda", "arch": "sm_80"}))
+    assert "novagen_direct_" in lib.mod.imports[0].inspect_source()
+
+
+@pytest.mark.parametrize("args,match", [
+    (((1, 3, 4, 4, 8), (7, 7), (2, 2), (0, 0, 0, 0)), "smaller than the 7x7 kernel"),
+    (((1, 3, 8, 8, 8), (3, 3), (0, 1), (1, 1, 1, 1)), "stride"),
+    (((1, 3, 8, 8, 8), (3, 3), (1, 1), (1, 1, -1, 1)), "padding"),
+    (((1, 3, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1)), "N,C,H,W,K"),
+])
+def test_direct_spec_bad_input(args, match):
+    from novagen.backends.tvm.spec import make_direct_spec
+
+    with pytest.raises(InputError, match=match):
+        make_direct_spec(*args)

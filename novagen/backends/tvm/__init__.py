@@ -5,8 +5,10 @@ tuning, built modules to run, and generated files.
 One module per stage, as in TVM's topi (a compute and its schedules kept apart):
 
 - `spec`: the checked description of one conv2d (`make_spec`), `TVMError`;
-- `compute`: the TE computes (Winograd, the weight transform, TVM's direct conv2d);
-- `schedule`: the llvm schedule, its design space, dlight for CUDA; PrimFunc and IRModule builders;
+- `compute`: the TE computes (Winograd, the weight transform, novagen's direct conv2d for thin layers, TVM's
+  direct conv2d);
+- `schedule`: the llvm schedules and their design spaces (MetaSchedule rules), CUDA; PrimFunc and IRModule
+  builders;
 - `targets`: this CPU as an llvm target;
 - `relax`: the Relax rewrite pass (and its pass objects);
 - `auto`: `algorithm="auto"`, the measured per-convolution choice;
@@ -28,9 +30,9 @@ from typing import Any
 
 from novagen.backends.base import Backend, Option, choice
 from novagen.backends.cuda.kernel import check_arch
-from novagen.backends.tvm.auto import Choice, choose
+from novagen.backends.tvm.auto import Choice, choose, choose_direct
 from novagen.backends.tvm.bench import bench_layers, bench_model
-from novagen.backends.tvm.compute import conv2d_compute, direct_module, transform_weights
+from novagen.backends.tvm.compute import conv2d_compute, direct_compute, direct_module, transform_weights
 from novagen.backends.tvm.generated import generate
 from novagen.backends.tvm.model import (
     TunedModel,
@@ -44,8 +46,14 @@ from novagen.backends.tvm.model import (
 from novagen.backends.tvm.model import tune as tune_model
 from novagen.backends.tvm.relax import DefaultSchedule, RewriteReport, WinogradConv2d, rewrite_conv2d
 from novagen.backends.tvm.runtime import Conv2d, DirectConv2d
-from novagen.backends.tvm.schedule import conv2d_module, conv2d_primfunc, cuda_module, schedule_llvm
-from novagen.backends.tvm.spec import DTYPES, WEIGHTS, Conv2dSpec, TVMError, make_spec
+from novagen.backends.tvm.schedule import (
+    conv2d_module,
+    conv2d_primfunc,
+    cuda_module,
+    direct_primfunc,
+    schedule_llvm,
+)
+from novagen.backends.tvm.spec import DTYPES, WEIGHTS, Conv2dSpec, DirectSpec, TVMError, make_direct_spec, make_spec
 from novagen.backends.tvm.targets import host_target, resolve_target
 from novagen.backends.tvm.tuning import TuneResult, is_direct, load_tuned, rpc_runner, tune
 from novagen.layers import LAYOUTS
@@ -94,8 +102,9 @@ BACKENDS = (
 )
 
 __all__ = [
-    "BACKENDS", "Choice", "Conv2d", "Conv2dSpec", "DefaultSchedule", "DirectConv2d", "RewriteReport", "TVMError",
-    "TuneResult", "TunedModel", "WinogradConv2d", "bench_layers", "bench_model", "choose", "compile_model",
+    "BACKENDS", "Choice", "Conv2d", "Conv2dSpec", "DefaultSchedule", "DirectConv2d", "DirectSpec", "RewriteReport",
+    "TVMError", "TuneResult", "TunedModel", "WinogradConv2d", "bench_layers", "bench_model", "choose",
+    "choose_direct", "compile_model", "direct_compute", "direct_primfunc", "make_direct_spec",
     "import_model", "legalized", "prepare", "run_model", "scheduled", "tune_model",
     "conv2d_compute", "conv2d_module", "conv2d_primfunc", "cuda_module", "direct_module", "generate", "host_target",
     "is_direct", "load_tuned", "make_spec", "resolve_target", "rewrite_conv2d", "rpc_runner", "schedule_llvm",

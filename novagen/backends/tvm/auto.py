@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from novagen.backends.toolchain import cache_dir
-from novagen.backends.tvm.spec import TVMError, load_tvm, make_spec
+from novagen.backends.tvm.spec import DirectSpec, TVMError, load_tvm, make_spec
 from novagen.backends.tvm.targets import host_target
 from novagen.files import atomic_write, output_folder
 from novagen.version import __version__
@@ -29,6 +29,8 @@ FP16_FACTOR = 20.0
 """fp16 models: an algorithm qualifies when its measured fp16 error is within this factor of the direct
 convolution's on the layer (F(2..6,3)/best do on realistic data; F(8,3)/best, 90x, does not)."""
 DIRECT = "direct"
+NOVAGEN_DIRECT = "novagen direct"
+"""novagen's direct kernel (`compute.direct_compute`), the candidate for layers too thin for Winograd."""
 MEASUREMENT = "cold weights"
 """How candidates are timed: each run after the caches are flushed of everything but the input, since in a
 whole model the previous layer has just written the input while the weights come from memory.  Timed hot,
@@ -105,14 +107,19 @@ def measure(alg_name: str, layer: tuple[int, ...], padding: tuple[int, int], dty
     from novagen.backends.tvm.compute import direct_module
     from novagen.backends.tvm.schedule import conv2d_module
 
-    tvm = load_tvm()
     mod = tuned if tuned is not None else (direct_module(layer, padding, dtype, layout) if alg_name == DIRECT
                                            else conv2d_module(alg_name, layer, padding, dtype, layout))
+    return time_module(mod, target)
+
+
+def time_module(mod: Any, target: Any) -> float:
+    """ms of a module's main on this machine: the median of REPEATS runs, each with cold weights."""
+    tvm = load_tvm()
     lib = tvm.compile(mod, target=target).mod
     name = str(mod["main"].attrs["global_symbol"])
     dev = tvm.cpu()
     rng = np.random.default_rng(0)
-    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(dtype), dev)
+    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)), dev)
             for p in mod["main"].params]
     lib[name](*args)
     evaluator = lib.time_evaluator(name, dev, number=1, repeat=REPEATS, f_preproc="cache_flush_cpu_non_first_arg")
@@ -162,3 +169,57 @@ def choose(layer: tuple[int, ...], padding: tuple[int, int], dtype: str = "float
                                    "tuned": sorted(tuned), "layer": list(layer), "target": str(target)}),
                  overwrite=True)
     return choice
+
+
+def direct_workloads(spec: DirectSpec) -> dict[str, Any]:
+    """The unscheduled modules of the two candidates of a thin layer, by name: novagen's direct kernel and
+    TVM's conv2d (what `tune_relax` tunes, and what the database is asked for)."""
+    from novagen.backends.tvm.compute import tvm_direct_module
+    from novagen.backends.tvm.schedule import direct_primfunc
+
+    tvm = load_tvm()
+    return {NOVAGEN_DIRECT: tvm.IRModule({"main": direct_primfunc(spec, schedule=None)}),
+            DIRECT: tvm_direct_module(spec)}
+
+
+def choose_direct(spec: DirectSpec, target: Any = None, database: Any = None) -> Choice:
+    """For a layer too thin for Winograd (fewer input channels than `min_channels`, such as a 3-channel stem):
+    novagen's direct kernel or TVM's conv2d, whichever is faster here, each timed (cold weights) with its
+    record from the tuning database when it holds one, else its default; cached like `choose`."""
+    from novagen.backends.tvm.schedule import schedule_default
+    from novagen.backends.tvm.tuning import open_database
+
+    tvm = load_tvm()
+    target = target or host_target()
+    workloads = direct_workloads(spec)
+    tuned = {}
+    if database is not None:
+        db = open_database(database) if isinstance(database, (str, os.PathLike)) else database
+        for name, mod in workloads.items():
+            if (sch := db.query_schedule(mod, target, workload_name="main")) is not None:
+                tuned[name] = sch.mod
+    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    records = {name: hashlib.sha256(mod.script().encode()).hexdigest() for name, mod in sorted(tuned.items())}
+    key = hashlib.sha256(json.dumps([spec.to_json(), str(target), threads, __version__, MEASUREMENT,
+                                     records]).encode()).hexdigest()[:32]
+    path = cache_dir() / "tvm-auto" / f"direct-{key}.json"
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+            return Choice(doc["algorithm"], doc["reason"], doc["times_ms"], {}, True, tuple(doc["tuned"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    ours = tuned.get(NOVAGEN_DIRECT) or tvm.IRModule(
+        {"main": schedule_default(workloads[NOVAGEN_DIRECT]["main"], target)})
+    times = {NOVAGEN_DIRECT: time_module(ours, target), DIRECT: time_module(tuned.get(DIRECT, workloads[DIRECT]),
+                                                                             target)}
+    best = min(times, key=times.__getitem__)
+    how = {name: "tuned" if name in tuned else ("default schedule" if name == NOVAGEN_DIRECT else "untuned")
+           for name in times}
+    reason = (f"{spec.layer[1]} input channels, too few for Winograd; ({MEASUREMENT}) novagen's direct kernel "
+              f"{times[NOVAGEN_DIRECT]:.3g} ms ({how[NOVAGEN_DIRECT]}), TVM's conv2d {times[DIRECT]:.3g} ms "
+              f"({how[DIRECT]})")
+    output_folder(path.parent)
+    atomic_write(path, json.dumps({"algorithm": best, "reason": reason, "times_ms": times, "tuned": sorted(tuned),
+                                   "spec": spec.to_json(), "target": str(target)}), overwrite=True)
+    return Choice(best, reason, times, {}, tuned=tuple(sorted(tuned)))

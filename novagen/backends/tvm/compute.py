@@ -15,9 +15,12 @@ from typing import Any
 import numpy as np
 
 from novagen.backends.tvm.spec import (
+    DIRECT_ANNOTATION,
+    DIRECT_RULE,
     RULE,
     SPEC_ANNOTATION,
     Conv2dSpec,
+    DirectSpec,
     TVMError,
     load_tvm,
     make_spec,
@@ -122,6 +125,53 @@ def conv2d_compute(alg: Any, layer: Sequence[int] | str, padding: int | Sequence
     else:
         y = te.compute(spec.output_shape, lambda b, yy, xx, ko: gather(b, ko, yy, xx), name="y", attrs=NONE)
     return [x, wt, y], spec
+
+
+def direct_compute(spec: DirectSpec) -> list[Any]:
+    """TE tensors [x, w, y] of novagen's direct conv2d (correlation, like torch conv2d; NCHW, OIHW weights).
+
+    The input is first copied zero-padded and split by column phase (xq[n, c, phase, row, col] = the padded
+    x[n, c, row, stride·col + phase]), so for every filter tap the inputs of consecutive output columns are
+    consecutive in memory: the schedule vectorizes along output rows whatever the stride, where a strided
+    read would be a gather.  fp16 stores x, w and y in float16 and accumulates in float32."""
+    tvm = load_tvm()
+    from tvm import te
+
+    n, c, h, w, k = spec.layer
+    (kh, kw), (sh, sw), (pt, pl, _, _) = spec.kernel, spec.stride, spec.padding
+    oh, ow = spec.out_hw
+    tirx = tvm.tirx
+    f32 = "float32"
+    x = te.placeholder(spec.input_shape, spec.dtype, name="x")
+    wt = te.placeholder(spec.weight_shape, spec.dtype, name="w")
+
+    def phase(b: Any, ci: Any, ph: Any, i: Any, j: Any) -> Any:
+        ih, iw = i - pt, sw * j + ph - pl
+        return tirx.if_then_else(tirx.all(ih >= 0, ih < h, iw >= 0, iw < w), x[b, ci, ih, iw].astype(f32),
+                                 tirx.const(0.0, f32))
+
+    xq = te.compute((n, c, sw, (oh - 1) * sh + kh, ow + (kw - 1) // sw), phase, name="xq", attrs=NONE)
+    rc, rh, rw = te.reduce_axis((0, c), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+    acc = te.compute((n, k, oh, ow), lambda b, ko, i, j: te.sum(
+        xq[b, rc, rw % sw, i * sh + rh, j + rw // sw] * wt[ko, rc, rh, rw].astype(f32), axis=[rc, rh, rw]),
+        name="acc", attrs={"schedule_rule": DIRECT_RULE, DIRECT_ANNOTATION: spec.to_json()})
+    if spec.dtype == f32:
+        return [x, wt, acc]
+    y = te.compute(spec.output_shape, lambda b, ko, i, j: acc[b, ko, i, j].astype(spec.dtype), name="y", attrs=NONE)
+    return [x, wt, y]
+
+
+def tvm_direct_module(spec: DirectSpec) -> Any:
+    """TVM's own conv2d (topi.nn.conv2d_nchw) of a `DirectSpec` as an unscheduled IRModule main(x, w, y): the
+    baseline novagen's direct kernel is measured against."""
+    tvm = load_tvm()
+    from tvm import te, topi
+
+    x = te.placeholder(spec.input_shape, spec.dtype, name="x")
+    wt = te.placeholder(spec.weight_shape, spec.dtype, name="w")
+    y = topi.nn.conv2d_nchw(x, wt, list(spec.stride), list(spec.padding), 1, out_dtype=spec.dtype)
+    name = "tvm_" + spec.name.removeprefix("novagen_")
+    return tvm.IRModule({"main": te.create_prim_func([x, wt, y]).with_attr("global_symbol", name)})
 
 
 def transform_weights(alg: Any, w: np.ndarray, dtype: str = "float32", k_block: int | None = None) -> np.ndarray:

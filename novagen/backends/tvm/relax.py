@@ -1,5 +1,6 @@
-"""The Relax pass: every eligible conv2d of a model becomes a call_tir of a Winograd PrimFunc, tunable by
-TVM's own MetaSchedule flow or scheduled by default; and the pass that schedules those left untuned."""
+"""The Relax pass: every eligible conv2d of a model becomes a call_tir of a Winograd PrimFunc (with "auto",
+a layer too thin for Winograd may become novagen's direct kernel), tunable by TVM's own MetaSchedule flow or
+scheduled by default; and the pass that schedules those left untuned."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from novagen.backends.tvm.compute import transform_weights
-from novagen.backends.tvm.schedule import conv2d_primfunc, is_novagen, schedule_default
-from novagen.backends.tvm.spec import DTYPES, TVMError, load_tvm, one_axis_tvm
+from novagen.backends.tvm.schedule import conv2d_primfunc, direct_primfunc, is_novagen, schedule_default
+from novagen.backends.tvm.spec import DTYPES, DirectSpec, TVMError, load_tvm, make_direct_spec, one_axis_tvm
 from novagen.backends.tvm.targets import resolve_target
 from novagen.layers import LAYOUTS
 
@@ -35,8 +36,9 @@ def _ints(values: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
-def _conv_reason(call: Any, r: int, label: str, min_channels: int) -> str | None:
-    """Why a relax.nn.conv2d call cannot be rewritten, or None when it can."""
+def _shared_reason(call: Any) -> str | None:
+    """Why a relax.nn.conv2d call cannot go to any novagen kernel (shapes, layouts, dilation, groups, dtypes),
+    or None."""
     attrs = call.attrs
     data, weight = call.args
     dshape = getattr(data.ty, "shape", None)
@@ -54,27 +56,49 @@ def _conv_reason(call: Any, r: int, label: str, min_channels: int) -> str | None
         return f"kernel layout {attrs.kernel_layout} (OIHW needed)"
     if attrs.out_layout and str(attrs.out_layout) != str(attrs.data_layout):
         return f"output layout {attrs.out_layout}"
-    if _ints(attrs.strides) != (1, 1):
-        return f"stride {_ints(attrs.strides)}"
     if _ints(attrs.dilation) != (1, 1):
         return f"dilation {_ints(attrs.dilation)}"
     if int(attrs.groups) != 1:
         return f"groups {int(attrs.groups)}"
-    kh, kw = _ints(wshape)[2:]
-    if (kh, kw) != (r, r):
-        return f"kernel {kh}x{kw} ({label} needs {r}x{r})"
-    pt, pl, pb, pr = _ints(attrs.padding)
-    if pt != pb or pl != pr:
-        return f"asymmetric padding {(pt, pl, pb, pr)}"
     dtype = str(data.ty.dtype)
     if dtype not in DTYPES or str(weight.ty.dtype) != dtype:
         return f"dtype {dtype}"
     if attrs.out_dtype and str(attrs.out_dtype) not in ("", "void", dtype):
         return f"output dtype {attrs.out_dtype}"
-    o, i = _ints(wshape)[:2]
+    return None
+
+
+def _conv_reason(call: Any, r: int, label: str, min_channels: int) -> str | None:
+    """Why a relax.nn.conv2d call cannot be rewritten to Winograd, or None when it can."""
+    attrs = call.attrs
+    if _ints(attrs.strides) != (1, 1):
+        return f"stride {_ints(attrs.strides)}"
+    if (reason := _shared_reason(call)) is not None:
+        return reason
+    kh, kw = _ints(call.args[1].ty.shape)[2:]
+    if (kh, kw) != (r, r):
+        return f"kernel {kh}x{kw} ({label} needs {r}x{r})"
+    pt, pl, pb, pr = _ints(attrs.padding)
+    if pt != pb or pl != pr:
+        return f"asymmetric padding {(pt, pl, pb, pr)}"
+    o, i = _ints(call.args[1].ty.shape)[:2]
     if min(o, i) < min_channels:
         return f"{i} input / {o} output channels (fewer than min_channels={min_channels})"
     return None
+
+
+def _thin_spec(call: Any, min_channels: int) -> DirectSpec | None:
+    """The DirectSpec of a conv2d for novagen's direct kernel: NCHW, fewer than `min_channels` input channels
+    (too thin for Winograd: a network's stem), any kernel, stride and padding; None for any other."""
+    if _shared_reason(call) is not None or str(call.attrs.data_layout) != "NCHW":
+        return None
+    data, weight = call.args
+    n, c, h, w = _ints(data.ty.shape)
+    k, _, kh, kw = _ints(weight.ty.shape)
+    if c >= min_channels:
+        return None
+    return make_direct_spec((n, c, h, w, k), (kh, kw), _ints(call.attrs.strides), _ints(call.attrs.padding),
+                            str(data.ty.dtype))
 
 
 SCHEDULES = ("tunable", "fusable", "default")
@@ -139,7 +163,9 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
     NHWC data with OIHW weights, float32/float16, static shapes, at least `min_channels` channels in and out.
     `algorithm` names one algorithm for every conv, or "auto" (`choice.choose`): per conv, the fastest
     catalog algorithm accurate enough for the dtype, or TVM's own conv2d where that is faster, each timed with
-    its record in the tuning database folder `database` when it holds one (else its default).  `params`
+    its record in the tuning database folder `database` when it holds one (else its default); with "auto" on
+    llvm, an NCHW conv2d with fewer than `min_channels` input channels (a network's stem, any kernel, stride
+    and padding) gets novagen's direct kernel where it measures faster than TVM's conv2d (`choose_direct`).  `params`
     (bound first) may be in any form TVM uses (`detach_params`' dict of lists, name → tensor or array).
     Constant weights are transformed now, in float64 from the exact G; others inside the PrimFunc.
 
@@ -157,7 +183,7 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
     tvm = load_tvm()
     from tvm import relax
 
-    from novagen.backends.tvm.auto import DIRECT, choose
+    from novagen.backends.tvm.auto import DIRECT, choose, choose_direct
 
     auto = isinstance(algorithm, str) and algorithm.strip().lower() == "auto"
     alg = None if auto else one_axis_tvm(algorithm)
@@ -192,6 +218,8 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
             data, weight = call.args
             shape = (list(_ints(data.ty.shape)) if getattr(data.ty, "shape", None) is not None
                      else None)
+            if auto and kind == "llvm" and (thin := _thin_spec(call, min_channels)) is not None:
+                return self.direct(call, thin, shape)
             reason = _conv_reason(call, r, alg.label if alg else "auto", 1 if auto else min_channels)
             if reason is not None:
                 skipped.append({"shape": shape, "reason": reason})
@@ -231,6 +259,26 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
             rewritten.append({"shape": list(layer), "function": spec.name, "algorithm": chosen.label,
                               "why": why, "weights": mode, "padding": [pt, pl], "layout": layout, "target": kind})
             return relax.call_tir(gv, [data, wexpr], out_ty=relax.TensorType(spec.output_shape, dtype))
+
+        def direct(self, call: Any, spec: DirectSpec, shape: Any) -> Any:
+            """A thin layer: novagen's direct kernel where `auto` measures it faster than TVM's conv2d."""
+            pick = choose_direct(spec, tgt, database)
+            if pick.algorithm == DIRECT:
+                skipped.append({"shape": shape, "reason": f"auto: {pick.reason}", "times_ms": pick.times_ms})
+                return call
+            if spec.name not in self.funcs:
+                fusable = schedule == "fusable"
+                func = direct_primfunc(spec, schedule=None, index_dtype="int64" if fusable else None)
+                if schedule == "default":
+                    func = schedule_default(func, tgt)
+                func = func.with_attr("op_pattern", FUSABLE if fusable else OPAQUE)
+                self.funcs[spec.name] = self.builder_.add_func(func, spec.name)
+            rewritten.append({"shape": list(spec.layer), "function": spec.name, "algorithm": pick.algorithm,
+                              "why": f"auto: {pick.reason}", "weights": "as given", "kernel": list(spec.kernel),
+                              "stride": list(spec.stride), "padding": list(spec.padding), "layout": "NCHW",
+                              "target": kind})
+            return relax.call_tir(self.funcs[spec.name], list(call.args),
+                                  out_ty=relax.TensorType(spec.output_shape, spec.dtype))
 
     rw = _Rewriter(mod)
     for gv, fn in list(mod.functions.items()):

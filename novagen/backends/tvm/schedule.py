@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from novagen.backends.tvm.compute import conv2d_compute
+from novagen.backends.tvm.compute import conv2d_compute, direct_compute
 from novagen.backends.tvm.spec import (
+    DIRECT_ANNOTATION,
+    DIRECT_RULE,
     RULE,
     SPEC_ANNOTATION,
     Conv2dSpec,
+    DirectSpec,
     TVMError,
+    direct_spec_from_json,
     load_tvm,
     spec_from_json,
     vector_width,
@@ -103,6 +107,18 @@ def _cuda_rule(sch: Any, block: Any) -> list[Any]:
     return [_finished(sch)]
 
 
+def _direct_cpu_rule(sch: Any, block: Any) -> list[Any]:
+    spec = direct_spec_from_json(str(sch.get(block).annotations[DIRECT_ANNOTATION]))
+    apply_direct_llvm(sch, spec, sampler(sch), *vector_shape())
+    return [_finished(sch)]
+
+
+def _direct_cuda_rule(sch: Any, block: Any) -> list[Any]:
+    spec = direct_spec_from_json(str(sch.get(block).annotations[DIRECT_ANNOTATION]))
+    apply_cuda(sch, spec, sampler(sch))  # type: ignore[arg-type]
+    return [_finished(sch)]
+
+
 def _finished(sch: Any) -> Any:
     """The function's root block marked for no further rule: the schedule is complete (MetaSchedule's
     generic rules would otherwise add parallel/vectorize/unroll annotations over it)."""
@@ -114,34 +130,120 @@ def register_rules() -> None:
     """Register novagen's schedule rule with MetaSchedule for CPUs (target key cpu: llvm) and NVIDIA GPUs
     (cuda); importing novagen.tvm does it, and so does building any Winograd function."""
     tvm = load_tvm()
-    for key, rule in (("cpu", _cpu_rule), ("cuda", _cuda_rule)):
+    for key, rule, direct_rule in (("cpu", _cpu_rule, _direct_cpu_rule), ("cuda", _cuda_rule, _direct_cuda_rule)):
         tvm.register_global_func(f"s_tir.meta_schedule.{key}.{RULE}", rule, override=True)
+        tvm.register_global_func(f"s_tir.meta_schedule.{key}.{DIRECT_RULE}", direct_rule, override=True)
+
+
+_ANCHORS = (("M", RULE, SPEC_ANNOTATION), ("acc", DIRECT_RULE, DIRECT_ANNOTATION))
+"""Each novagen function's rule-carrying block: (name, rule, spec annotation), Winograd's and the direct's."""
+
+
+def novagen_kind(func: Any) -> str | None:
+    """"winograd" or "direct" for a novagen conv2d PrimFunc (its anchor block carries novagen's rule), else
+    None."""
+    tvm = load_tvm()
+    sch = tvm.s_tir.Schedule(func)
+    for (name, rule, annotation), kind in zip(_ANCHORS, ("winograd", "direct")):
+        try:
+            block = sch.get_sblock(name)
+        except Exception:  # no block of that name: not this kind
+            continue
+        ann = sch.get(block).annotations
+        if str(ann.get("schedule_rule", "")) == rule and annotation in ann:
+            return kind
+    return None
 
 
 def is_novagen(func: Any) -> bool:
-    """Whether a PrimFunc is a novagen Winograd conv2d (its GEMM block carries novagen's rule)."""
-    tvm = load_tvm()
-    sch = tvm.s_tir.Schedule(func)
-    try:
-        block = sch.get_sblock("M")
-    except Exception:  # no block of that name: not ours
-        return False
-    ann = sch.get(block).annotations
-    return str(ann.get("schedule_rule", "")) == RULE and SPEC_ANNOTATION in ann
+    """Whether a PrimFunc is a novagen conv2d (Winograd or direct)."""
+    return novagen_kind(func) is not None
 
 
 def schedule_default(func: Any, target: Any = "llvm") -> Any:
-    """A novagen Winograd PrimFunc scheduled with the rule's default decisions for `target` (llvm or cuda),
-    marked scheduled: what an untuned build runs."""
+    """A novagen PrimFunc (Winograd or direct) scheduled with its rule's default decisions for `target` (llvm
+    or cuda), marked scheduled: what an untuned build runs."""
     tvm = load_tvm()
     sch = tvm.s_tir.Schedule(func)
-    anchor = sch.get_sblock("M")
-    spec = _spec_of(sch, anchor)
-    if resolve_target(target).kind.name == "cuda":
-        apply_cuda(sch, spec, default_choice)
+    cuda = resolve_target(target).kind.name == "cuda"
+    if novagen_kind(func) == "direct":
+        spec = direct_spec_from_json(str(sch.get(sch.get_sblock("acc")).annotations[DIRECT_ANNOTATION]))
+        if cuda:
+            apply_cuda(sch, spec, default_choice)  # type: ignore[arg-type]
+        else:
+            apply_direct_llvm(sch, spec, default_choice, *vector_shape(target))
     else:
-        apply_llvm(sch, spec, default_choice)
+        spec = _spec_of(sch, sch.get_sblock("M"))
+        if cuda:
+            apply_cuda(sch, spec, default_choice)
+        else:
+            apply_llvm(sch, spec, default_choice)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def vector_shape(target: Any = None) -> tuple[int, int]:
+    """(float32 lanes, vector registers) of an llvm target (the current one, else this CPU): 16 and 32 with
+    AVX-512, else 8 and 16."""
+    tvm = load_tvm()
+    tgt = resolve_target(target) if target is not None else (tvm.target.Target.current(allow_none=True)
+                                                              or resolve_target("llvm"))
+    try:
+        wide = bool(tvm.target.codegen.target_has_features("avx512f", tgt))
+    except Exception:  # a target LLVM cannot query (not x86): the narrower shape
+        wide = False
+    return (16, 32) if wide else (8, 16)
+
+
+def apply_direct_llvm(sch: Any, spec: DirectSpec, pick: Any, lanes: int = 8, registers: int = 16) -> None:
+    """The CPU schedule of the direct conv2d: the phase-split input copied a row per task; then per (image,
+    filter block, output row, column block) a register block of k_block filters × n_vec vectors of output
+    columns, accumulated over channels and taps (each tap one vector load per column vector and one
+    broadcast weight per filter), parallel over the first three.  The design space samples the filter block
+    and the vectors per block; the default keeps the accumulators to half the registers."""
+    k = spec.layer[4]
+    ow = spec.out_hw[1]
+    xq = sch.get_sblock("xq")
+    sch.parallel(sch.fuse(*sch.get_loops(xq)[:4]))
+    vw = vector_width(ow, lanes)
+    kb_options = divisor_choices(k, (1, 2, 4, 8, 16))
+    kb_default = max(o for o in kb_options if o <= 8)
+    nv_options = [o for o in (1, 2, 3, 4, 7) if o <= -(-ow // vw)]
+    nv_default = max(o for o in nv_options if kb_default * o <= registers // 2) if kb_default <= registers // 2 else 1
+    kb = pick(kb_options, kb_default)
+    nv = pick(nv_options, nv_default)
+
+    block = sch.get_sblock("acc")
+    b, ko, i, j, rc, rh, rw = sch.get_loops(block)
+    koo, koi = sch.split(ko, [None, kb])
+    jo, jv, jl = sch.split(j, [None, nv, vw])
+    sch.reorder(b, koo, i, jo, rc, rh, rw, koi, jv, jl)
+    sch.parallel(sch.fuse(*sch.get_loops(block)[:3]))
+    out = sch.cache_write(block, 0, "local")
+    while consumers := sch.get_consumers(out):  # fp16's cast, then any epilogue fused after (bias, ReLU)
+        sch.reverse_compute_inline(consumers[0])
+    sch.reverse_compute_at(out, jo)
+    sch.unroll(koi)
+    sch.unroll(jv)
+    sch.vectorize(jl)
+    ol = sch.get_loops(out)
+    sch.unroll(ol[-3])
+    sch.unroll(ol[-2])
+    sch.vectorize(ol[-1])
+    sch.decompose_reduction(block, rc)
+
+
+def direct_primfunc(spec: DirectSpec, schedule: str | None = "llvm", index_dtype: str | None = None) -> Any:
+    """The PrimFunc of novagen's direct conv2d for `spec`: scheduled for "llvm" (this CPU) or "cuda", or None
+    for the plain compute MetaSchedule tunes through the rule; `index_dtype` as in `conv2d_primfunc`."""
+    tvm = load_tvm()
+    register_rules()
+    func = tvm.te.create_prim_func(direct_compute(spec), index_dtype_override=index_dtype)
+    func = func.with_attr("global_symbol", spec.name)
+    if schedule in ("llvm", "cuda"):
+        func = schedule_default(func, {"kind": "cuda", "arch": "sm_80"} if schedule == "cuda" else "llvm")
+    elif schedule is not None:
+        raise TVMError(f"schedule '{schedule}' is not known: use llvm, cuda, or None for the unscheduled compute")
+    return func
 
 
 def inline_epilogue(sch: Any) -> None:

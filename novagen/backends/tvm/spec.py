@@ -166,3 +166,76 @@ def spec_from_json(text: str) -> Conv2dSpec:
     d = json.loads(text)
     return make_spec(from_dict(d["algorithm"]), d["layer"], tuple(d["padding"]), d["dtype"], d["layout"],
                      d["weights"], d["p_block"], d["k_block"])
+
+
+DIRECT_RULE = "novagen_direct_conv2d"
+"""The MetaSchedule custom rule of novagen's direct conv2d (`DirectSpec`), registered like `RULE`."""
+DIRECT_ANNOTATION = "novagen_direct"
+
+
+@dataclass(frozen=True)
+class DirectSpec:
+    """A conv2d for novagen's direct kernel, the one for layers too thin in channels for Winograd (such as a
+    network's 7×7/2 stem on 3 channels): any kernel size, stride and padding; NCHW, groups 1, dilation 1."""
+
+    layer: tuple[int, int, int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    """top, left, bottom, right"""
+    dtype: str
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        _, _, h, w, _ = self.layer
+        (kh, kw), (sh, sw), (pt, pl, pb, pr) = self.kernel, self.stride, self.padding
+        return (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.layer[:4]
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.layer[4], self.layer[1], *self.kernel)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.layer[0], self.layer[4], *self.out_hw)
+
+    @property
+    def name(self) -> str:
+        shape = "x".join(map(str, self.layer))
+        kernel, stride, pad = ("x".join(map(str, v)) for v in (self.kernel, self.stride, self.padding))
+        return f"novagen_direct_{shape}_k{kernel}_s{stride}_p{pad}_nchw_{self.dtype}"
+
+    def to_json(self) -> str:
+        return json.dumps({"layer": list(self.layer), "kernel": list(self.kernel), "stride": list(self.stride),
+                           "padding": list(self.padding), "dtype": self.dtype}, separators=(",", ":"))
+
+
+def make_direct_spec(layer: Sequence[int], kernel: Sequence[int], stride: Sequence[int] = (1, 1),
+                     padding: Sequence[int] = (0, 0, 0, 0), dtype: str = "float32") -> DirectSpec:
+    """Validate a conv2d for novagen's direct kernel (raises TVMError naming the bad value)."""
+    shape = parse_layer(list(layer))
+    if shape is None:
+        raise TVMError("a layer (N, C, H, W, K) is required: TVM modules are built for one shape")
+    kernel, stride, padding = tuple(map(int, kernel)), tuple(map(int, stride)), tuple(map(int, padding))
+    if len(kernel) != 2 or min(kernel) < 1:
+        raise TVMError(f"kernel {kernel} must be two sizes of at least 1")
+    if len(stride) != 2 or min(stride) < 1:
+        raise TVMError(f"stride {stride} must be two steps of at least 1")
+    if len(padding) != 4 or min(padding) < 0:
+        raise TVMError(f"padding {padding} must be four sizes (top, left, bottom, right), none negative")
+    if dtype not in DTYPES:
+        raise TVMError(f"dtype '{dtype}' is not supported: use float32 or float16 (fp32 accumulation)")
+    spec = DirectSpec(shape, kernel, stride, padding, dtype)  # type: ignore[arg-type]
+    if min(spec.out_hw) < 1:
+        raise TVMError(f"layer {shape} with padding {padding} is smaller than the {kernel[0]}x{kernel[1]} kernel")
+    return spec
+
+
+def direct_spec_from_json(text: str) -> DirectSpec:
+    """The spec `DirectSpec.to_json` wrote."""
+    d = json.loads(text)
+    return make_direct_spec(d["layer"], d["kernel"], d["stride"], d["padding"], d["dtype"])
