@@ -273,6 +273,53 @@ def test_direct_kernel_matches_torch(layer, kernel, stride, padding, dtype):
         assert _close(y.numpy().astype(np.float64), ref) < (1e-3 if dtype == "float16" else 1e-5)
 
 
+def _every_decision(mod: Any) -> list[Any]:
+    """The schedules of a function's design space with its trace replayed under every combination of its
+    sampled decisions, as MetaSchedule's search replays it (an instruction whose outputs change in number
+    with a decision stops the search)."""
+    import itertools
+
+    from tvm.s_tir import meta_schedule as ms
+
+    ctx = ms.TuneContext(mod=mod, target=nt.host_target(), space_generator="post-order-apply",
+                         search_strategy="evolutionary")
+    trace = ctx.space_generator.generate_design_space(ctx.mod)[0].trace
+    samples = [inst for inst in trace.insts if inst.kind.name == "SampleCategorical"]
+    schedules = []
+    for combo in itertools.product(*(range(len(inst.attrs[0])) for inst in samples)):
+        replay = trace
+        for inst, decision in zip(samples, combo):
+            replay = replay.with_decision(inst, decision, remove_postproc=True)
+        sch = tvm.s_tir.Schedule(mod)
+        replay.apply_to_schedule(sch, remove_postproc=True)
+        schedules.append(sch)
+    return schedules
+
+
+def test_direct_rule_replays_under_every_decision():
+    """Every filter block (1 to 16) and column-vector count of the design space replays and computes the
+    conv (a kernel of 1 filter once changed the loop nest and stopped tune_relax)."""
+    from novagen.backends.tvm.schedule import direct_primfunc
+    from novagen.backends.tvm.spec import make_direct_spec
+
+    spec = make_direct_spec((1, 3, 21, 36, 16), (7, 7), (2, 2), (3, 3, 3, 3))
+    schedules = _every_decision(tvm.IRModule({"main": direct_primfunc(spec, schedule=None)}))
+    assert len(schedules) == 5 * 5  # filter blocks 1, 2, 4, 8, 16; 1, 2, 3, 4 or 7 vectors (of 2 of 18 columns)
+    rng = np.random.default_rng(2)
+    x, wt = rng.standard_normal((1, 3, 21, 36)).astype("float32"), rng.standard_normal((16, 3, 7, 7)).astype("float32")
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(wt), stride=2, padding=3).numpy()
+    for sch in schedules[::4]:  # built: every filter block, every vector count (a build takes a second or two)
+        lib = tvm.compile(sch.mod, target=nt.host_target()).mod
+        y = tvm.runtime.tensor(np.zeros(spec.output_shape, "float32"))
+        lib[spec.name](tvm.runtime.tensor(x), tvm.runtime.tensor(wt), y)
+        assert _close(y.numpy(), ref) < 1e-5
+
+
+def test_winograd_rule_replays_under_every_decision():
+    func, _ = nt.conv2d_primfunc("F(4,3)/best", (1, 16, 15, 13, 24), 1, schedule=None)
+    assert len(_every_decision(tvm.IRModule({"main": func}))) == 18
+
+
 class StemNet(torch.nn.Module):
     """A ResNet-shaped head: a 7×7/2 stem on 3 channels with BatchNorm and ReLU, then a 3×3 conv."""
 

@@ -274,7 +274,7 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
                 func = func.with_attr("op_pattern", FUSABLE if fusable else OPAQUE)
                 self.funcs[spec.name] = self.builder_.add_func(func, spec.name)
             rewritten.append({"shape": list(spec.layer), "function": spec.name, "algorithm": pick.algorithm,
-                              "why": f"auto: {pick.reason}", "weights": "as given", "kernel": list(spec.kernel),
+                              "why": f"auto: {pick.reason}", "weights": "untransformed", "kernel": list(spec.kernel),
                               "stride": list(spec.stride), "padding": list(spec.padding), "layout": "NCHW",
                               "target": kind})
             return relax.call_tir(self.funcs[spec.name], list(call.args),

@@ -221,14 +221,17 @@ def apply_direct_llvm(sch: Any, spec: DirectSpec, pick: Any, lanes: int = 8, reg
     out = sch.cache_write(block, 0, "local")
     while consumers := sch.get_consumers(out):  # fp16's cast, then any epilogue fused after (bias, ReLU)
         sch.reverse_compute_inline(consumers[0])
-    sch.reverse_compute_at(out, jo)
+    # unit loops kept, so the loop nest is the same whatever was sampled (MetaSchedule replays this trace
+    # with other decisions, and an instruction's outputs must not change in number)
+    sch.reverse_compute_at(out, jo, preserve_unit_loops=True)
     sch.unroll(koi)
     sch.unroll(jv)
     sch.vectorize(jl)
-    ol = sch.get_loops(out)
-    sch.unroll(ol[-3])
-    sch.unroll(ol[-2])
-    sch.vectorize(ol[-1])
+    wk, wj = sch.get_loops(out)[-3], sch.get_loops(out)[-1]  # below jo: (image, filter, row, column) extents
+    wjv, wjl = sch.split(wj, [None, vw])  # (1, kb, 1, nv·vw)
+    sch.unroll(wk)
+    sch.unroll(wjv)
+    sch.vectorize(wjl)
     sch.decompose_reduction(block, rc)
 
 
