@@ -74,7 +74,7 @@ def test_detach_params_flow_with_auto_and_the_default_schedule_pass():
     new, report = nt.rewrite_conv2d(mod, "auto", params=params, return_report=True)
     winograd = [r for r in report.rewritten if r["algorithm"] != "novagen direct"]
     assert [r["shape"] for r in winograd] == [[1, 16, 15, 13, 16], [1, 16, 15, 13, 24]]
-    assert all(r["algorithm"].endswith("/best") and r["why"].startswith("auto: fastest (cold weights)")
+    assert all(r["algorithm"].endswith("/best") and r["why"].startswith("auto: fastest (cold weights, interleaved)")
                for r in winograd)
     # the 3-channel stem: novagen's direct kernel or TVM's conv2d, whichever measured faster, with both times
     stem = [r for r in report.rewritten if r not in winograd] + [s for s in report.skipped if s["shape"][1] == 3]

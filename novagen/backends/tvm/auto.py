@@ -31,11 +31,14 @@ convolution's on the layer (F(2..6,3)/best do on realistic data; F(8,3)/best, 90
 DIRECT = "direct"
 NOVAGEN_DIRECT = "novagen direct"
 """novagen's direct kernel (`compute.direct_compute`), the candidate for layers too thin for Winograd."""
-MEASUREMENT = "cold weights"
+MEASUREMENT = "cold weights, interleaved"
 """How candidates are timed: each run after the caches are flushed of everything but the input, since in a
-whole model the previous layer has just written the input while the weights come from memory.  Timed hot,
-F(8,3) won the 256- and 512-channel layers of ResNet-18 (0.65 ms) and then took 1.9-5.4 ms in the model."""
+whole model the previous layer has just written the input while the weights come from memory (timed hot,
+F(8,3) won the 256- and 512-channel layers of ResNet-18, 0.65 ms, and then took 1.9-5.4 ms in the model);
+candidates take turns in rounds (timed one after another, a slow spell of the VM once made F(2,3) win a
+layer where F(4,3) runs 0.66 ms a call against 0.98)."""
 REPEATS = 10
+ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -101,29 +104,44 @@ def accurate_enough(candidates: tuple[str, ...], layer: tuple[int, ...], dtype: 
 
 def measure(alg_name: str, layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: str,
             target: Any, tuned: Any = None) -> float:
-    """ms of one candidate on this machine (median of REPEATS runs, each with cold weights: MEASUREMENT): the
-    `tuned` module when given, else our Winograd module with its default schedule, or ("direct") TVM's own
-    conv2d as its default pipeline runs it."""
+    """ms of one candidate on this machine (MEASUREMENT): the `tuned` module when given, else our Winograd
+    module with its default schedule, or ("direct") TVM's own conv2d as its default pipeline runs it."""
+    return time_modules({alg_name: candidate_module(alg_name, layer, padding, dtype, layout, tuned)}, target)[alg_name]
+
+
+def candidate_module(alg_name: str, layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: str,
+                     tuned: Any = None) -> Any:
+    """The module a candidate runs as now: its tuned record, else its default."""
     from novagen.backends.tvm.compute import direct_module
     from novagen.backends.tvm.schedule import conv2d_module
 
-    mod = tuned if tuned is not None else (direct_module(layer, padding, dtype, layout) if alg_name == DIRECT
-                                           else conv2d_module(alg_name, layer, padding, dtype, layout))
-    return time_module(mod, target)
+    if tuned is not None:
+        return tuned
+    return (direct_module(layer, padding, dtype, layout) if alg_name == DIRECT
+            else conv2d_module(alg_name, layer, padding, dtype, layout))
 
 
-def time_module(mod: Any, target: Any) -> float:
-    """ms of a module's main on this machine: the median of REPEATS runs, each with cold weights."""
+def time_modules(mods: dict[str, Any], target: Any) -> dict[str, float]:
+    """ms of each module's main on this machine (MEASUREMENT): ROUNDS rounds, each running every candidate
+    REPEATS // ROUNDS times with the caches flushed of all but the input, so that a slow spell of a shared
+    machine falls on every candidate alike; the median of each candidate's REPEATS runs."""
     tvm = load_tvm()
-    lib = tvm.compile(mod, target=target).mod
-    name = str(mod["main"].attrs["global_symbol"])
     dev = tvm.cpu()
     rng = np.random.default_rng(0)
-    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)), dev)
-            for p in mod["main"].params]
-    lib[name](*args)
-    evaluator = lib.time_evaluator(name, dev, number=1, repeat=REPEATS, f_preproc="cache_flush_cpu_non_first_arg")
-    return float(np.median(evaluator(*args).results)) * 1e3
+    runs = {}
+    for name, mod in mods.items():
+        lib = tvm.compile(mod, target=target).mod
+        symbol = str(mod["main"].attrs["global_symbol"])
+        args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)), dev)
+                for p in mod["main"].params]
+        lib[symbol](*args)
+        runs[name] = (lib.time_evaluator(symbol, dev, number=1, repeat=REPEATS // ROUNDS,
+                                         f_preproc="cache_flush_cpu_non_first_arg"), args)
+    samples: dict[str, list[float]] = {name: [] for name in mods}
+    for _ in range(ROUNDS):
+        for name, (evaluator, args) in runs.items():
+            samples[name] += list(evaluator(*args).results)
+    return {name: float(np.median(values)) * 1e3 for name, values in samples.items()}
 
 
 def choose(layer: tuple[int, ...], padding: tuple[int, int], dtype: str = "float32", layout: str = "NCHW",
@@ -154,8 +172,8 @@ def choose(layer: tuple[int, ...], padding: tuple[int, int], dtype: str = "float
     allowed = [c for c in candidates if c not in refused]
     if not allowed:
         raise TVMError(f"no Winograd algorithm is accurate enough for layer {layer} in {dtype}: {refused}")
-    times = {name: measure(name, layer, padding, dtype, layout, target, tuned.get(name))
-             for name in [*allowed, DIRECT]}
+    times = time_modules({name: candidate_module(name, layer, padding, dtype, layout, tuned.get(name))
+                          for name in [*allowed, DIRECT]}, target)
     best = min(times, key=times.__getitem__)
     direct = f"TVM's conv2d ({'tuned' if DIRECT in tuned else 'untuned'}) {times[DIRECT]:.3g} ms"
     if best == DIRECT:
@@ -211,8 +229,7 @@ def choose_direct(spec: DirectSpec, target: Any = None, database: Any = None) ->
             pass
     ours = tuned.get(NOVAGEN_DIRECT) or tvm.IRModule(
         {"main": schedule_default(workloads[NOVAGEN_DIRECT]["main"], target)})
-    times = {NOVAGEN_DIRECT: time_module(ours, target), DIRECT: time_module(tuned.get(DIRECT, workloads[DIRECT]),
-                                                                             target)}
+    times = time_modules({NOVAGEN_DIRECT: ours, DIRECT: tuned.get(DIRECT, workloads[DIRECT])}, target)
     best = min(times, key=times.__getitem__)
     how = {name: "tuned" if name in tuned else ("default schedule" if name == NOVAGEN_DIRECT else "untuned")
            for name in times}
