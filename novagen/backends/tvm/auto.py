@@ -102,13 +102,6 @@ def accurate_enough(candidates: tuple[str, ...], layer: tuple[int, ...], dtype: 
     return refused
 
 
-def measure(alg_name: str, layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: str,
-            target: Any, tuned: Any = None) -> float:
-    """ms of one candidate on this machine (MEASUREMENT): the `tuned` module when given, else our Winograd
-    module with its default schedule, or ("direct") TVM's own conv2d as its default pipeline runs it."""
-    return time_modules({alg_name: candidate_module(alg_name, layer, padding, dtype, layout, tuned)}, target)[alg_name]
-
-
 def candidate_module(alg_name: str, layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: str,
                      tuned: Any = None) -> Any:
     """The module a candidate runs as now: its tuned record, else its default."""

@@ -219,8 +219,7 @@ def apply_direct_llvm(sch: Any, spec: DirectSpec, pick: Any, lanes: int = 8, reg
     sch.reorder(b, koo, i, jo, rc, rh, rw, koi, jv, jl)
     sch.parallel(sch.fuse(*sch.get_loops(block)[:3]))
     out = sch.cache_write(block, 0, "local")
-    while consumers := sch.get_consumers(out):  # fp16's cast, then any epilogue fused after (bias, ReLU)
-        sch.reverse_compute_inline(consumers[0])
+    inline_epilogue(sch, out)  # fp16's cast, then any epilogue fused after (bias, ReLU)
     # unit loops kept, so the loop nest is the same whatever was sampled (MetaSchedule replays this trace
     # with other decisions, and an instruction's outputs must not change in number)
     sch.reverse_compute_at(out, jo, preserve_unit_loops=True)
@@ -249,11 +248,11 @@ def direct_primfunc(spec: DirectSpec, schedule: str | None = "llvm", index_dtype
     return func
 
 
-def inline_epilogue(sch: Any) -> None:
+def inline_epilogue(sch: Any, block: Any = None) -> None:
     """Elementwise work TVM fused after the conv (bias, residual add, ReLU: FuseOps/FuseTIR, the PrimFunc being
-    OutEWiseFusable) computed in the output block "y" itself, where the schedule vectorizes and parallelizes
-    it, instead of as extra passes over the output."""
-    y = sch.get_sblock("y")
+    OutEWiseFusable) computed in the output block ("y", or `block`) itself, where the schedule vectorizes and
+    parallelizes it, instead of as extra passes over the output."""
+    y = sch.get_sblock("y") if block is None else block
     while consumers := sch.get_consumers(y):
         sch.reverse_compute_inline(consumers[0])
 
