@@ -17,8 +17,8 @@ pytestmark = pytest.mark.tvm
 
 
 class Net(torch.nn.Module):
-    """conv-bn-relu blocks: a 3-channel stem (left to TVM), padding 1 and 0, odd sizes, a stride-2 conv
-    (left alone), a residual add and a linear head."""
+    """conv-bn-relu blocks: a 3-channel stem, padding 1 and 0, odd sizes, a stride-2 conv (not Winograd's:
+    novagen's direct kernel or TVM's), a residual add and a linear head."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,10 +76,14 @@ def test_detach_params_flow_with_auto_and_the_default_schedule_pass():
     assert [r["shape"] for r in winograd] == [[1, 16, 15, 13, 16], [1, 16, 15, 13, 24]]
     assert all(r["algorithm"].endswith("/best") and r["why"].startswith("auto: fastest (cold weights, interleaved)")
                for r in winograd)
-    # the 3-channel stem: novagen's direct kernel or TVM's conv2d, whichever measured faster, with both times
-    stem = [r for r in report.rewritten if r not in winograd] + [s for s in report.skipped if s["shape"][1] == 3]
-    assert len(stem) == 1 and "too few for Winograd" in stem[0].get("why", stem[0].get("reason", ""))
-    assert [s["reason"] for s in report.skipped if s["shape"][1] != 3] == ["stride (2, 2)"]
+    # the 3-channel stem and the stride-2 conv: novagen's direct kernel (the strided one with packed weights)
+    # or TVM's conv2d, whichever measured faster, with both times
+    others = [r for r in report.rewritten if r not in winograd] + list(report.skipped)
+    assert sorted(o["shape"][1] for o in others) == [3, 24]
+    for o in others:
+        assert "novagen's direct kernel" in o.get("why", o.get("reason", ""))
+        if o in report.rewritten:
+            assert o["weights"] == ("untransformed" if o["shape"][1] == 3 else "packed")
     assert len(new["main"].params) == 1  # every weight bound and transformed at compile time
     target = nt.host_target()
     ex = tvm.compile(nt.DefaultSchedule()(new), target=target)
@@ -88,6 +92,12 @@ def test_detach_params_flow_with_auto_and_the_default_schedule_pass():
     seq = tvm.transform.Sequential([nt.WinogradConv2d("F(4,3)/nova", params=params, schedule="default"),
                                     tvm.relax.transform.FoldConstant()])
     assert _close(_run(tvm.compile(seq(mod), target=target), x), ref) < 1e-4
+    # one algorithm named: Winograd only, the stem and the stride-2 conv left to TVM
+    _, named = nt.rewrite_conv2d(mod, "F(4,3)/nova", params=params, return_report=True)
+    assert [s["reason"] for s in named.skipped if s["shape"][1] != 3] == ["stride (2, 2)"]
+    # weights not bound: nothing to pack, the stride-2 conv stays TVM's and the report says why
+    _, unbound = nt.rewrite_conv2d(mod, "auto", return_report=True)
+    assert any("not bound as constants" in s["reason"] for s in unbound.skipped if s["shape"][1] == 24)
 
 
 def test_params_in_every_form_and_bad_forms():
@@ -236,24 +246,29 @@ def test_compile_model_builds_fused_model_for_cuda_without_gpu():
     assert cuda is not None and "fused_novagen_F_4_3_nova" in cuda.inspect_source()
 
 
-DIRECT_CASES = [  # (layer, kernel, stride, padding (top, left, bottom, right), dtype)
-    ((1, 3, 40, 36, 16), (7, 7), (2, 2), (3, 3, 3, 3), "float32"),  # a ResNet stem
-    ((2, 3, 15, 13, 24), (3, 3), (1, 1), (1, 1, 1, 1), "float32"),  # a VGG first layer, odd sizes, batch 2
-    ((1, 5, 17, 11, 12), (5, 3), (2, 3), (2, 1, 0, 2), "float32"),  # uneven kernel, strides and padding
-    ((1, 3, 20, 20, 8), (3, 3), (2, 2), (1, 1, 1, 1), "float16"),
+DIRECT_CASES = [  # (layer, kernel, stride, padding (top, left, bottom, right), dtype, k_block)
+    ((1, 3, 40, 36, 16), (7, 7), (2, 2), (3, 3, 3, 3), "float32", 0),  # a ResNet stem
+    ((2, 3, 15, 13, 24), (3, 3), (1, 1), (1, 1, 1, 1), "float32", 0),  # a VGG first layer, odd sizes, batch 2
+    ((1, 5, 17, 11, 12), (5, 3), (2, 3), (2, 1, 0, 2), "float32", 0),  # uneven kernel, strides and padding
+    ((1, 3, 20, 20, 8), (3, 3), (2, 2), (1, 1, 1, 1), "float16", 0),
+    # packed weights, vectorized along filters: a ResNet downsampling 3x3/2, odd sizes
+    ((1, 16, 15, 13, 32), (3, 3), (2, 2), (1, 1, 1, 1), "float32", 16),
+    ((2, 8, 17, 11, 24), (3, 3), (2, 3), (1, 0, 2, 1), "float32", 8),  # batch 2, uneven strides and padding
+    ((1, 8, 12, 12, 16), (3, 3), (2, 2), (1, 1, 1, 1), "float16", 16),
 ]
 
 
-@pytest.mark.parametrize("layer,kernel,stride,padding,dtype", DIRECT_CASES)
-def test_direct_kernel_matches_torch(layer, kernel, stride, padding, dtype):
+@pytest.mark.parametrize("layer,kernel,stride,padding,dtype,k_block", DIRECT_CASES)
+def test_direct_kernel_matches_torch(layer, kernel, stride, padding, dtype, k_block):
     """novagen's direct kernel, default schedule and a schedule sampled from its design space, against a
-    float64 convolution."""
+    float64 convolution (weights packed as the rewrite packs them)."""
     from tvm.s_tir import meta_schedule as ms
 
+    from novagen.backends.tvm.compute import pack_direct_weights
     from novagen.backends.tvm.schedule import direct_primfunc
     from novagen.backends.tvm.spec import make_direct_spec
 
-    spec = make_direct_spec(layer, kernel, stride, padding, dtype)
+    spec = make_direct_spec(layer, kernel, stride, padding, dtype, k_block)
     rng = np.random.default_rng(1)
     n, c, h, w, k = layer
     x, wt = rng.standard_normal((n, c, h, w)).astype(dtype), rng.standard_normal((k, c, *kernel)).astype(dtype)
@@ -268,7 +283,7 @@ def test_direct_kernel_matches_torch(layer, kernel, stride, padding, dtype):
     for mod in (tvm.IRModule({"main": direct_primfunc(spec)}), sampled.mod):
         lib = tvm.compile(mod, target=target).mod
         y = tvm.runtime.tensor(np.zeros(spec.output_shape, dtype))
-        lib[spec.name](tvm.runtime.tensor(x), tvm.runtime.tensor(wt), y)
+        lib[spec.name](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_direct_weights(spec, wt)), y)
         assert y.numpy().shape == ref.shape
         assert _close(y.numpy().astype(np.float64), ref) < (1e-3 if dtype == "float16" else 1e-5)
 
@@ -312,6 +327,28 @@ def test_direct_rule_replays_under_every_decision():
         lib = tvm.compile(sch.mod, target=nt.host_target()).mod
         y = tvm.runtime.tensor(np.zeros(spec.output_shape, "float32"))
         lib[spec.name](tvm.runtime.tensor(x), tvm.runtime.tensor(wt), y)
+        assert _close(y.numpy(), ref) < 1e-5
+
+
+def test_packed_direct_rule_replays_under_every_decision():
+    """The packed kernel's design space (filter vectors, columns, rows of the register block) replays under
+    every decision and computes the conv."""
+    from novagen.backends.tvm.compute import pack_direct_weights
+    from novagen.backends.tvm.schedule import direct_primfunc
+    from novagen.backends.tvm.spec import make_direct_spec
+
+    spec = make_direct_spec((1, 16, 28, 28, 64), (3, 3), (2, 2), (1, 1, 1, 1), "float32", 16)
+    schedules = _every_decision(tvm.IRModule({"main": direct_primfunc(spec, schedule=None)}))
+    assert len(schedules) == 3 * 4 * 2  # 1, 2 or 4 filter vectors; 1, 2, 7 or 14 of the 14 columns; 1 or 2 rows
+    rng = np.random.default_rng(3)
+    x, wt = rng.standard_normal((1, 16, 28, 28)).astype("float32"), rng.standard_normal((64, 16, 3, 3))
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(wt.astype("float32")), stride=2,
+                                     padding=1).numpy()
+    packed = tvm.runtime.tensor(pack_direct_weights(spec, wt))
+    for sch in schedules[::5]:
+        lib = tvm.compile(sch.mod, target=nt.host_target()).mod
+        y = tvm.runtime.tensor(np.zeros(spec.output_shape, "float32"))
+        lib[spec.name](tvm.runtime.tensor(x), packed, y)
         assert _close(y.numpy(), ref) < 1e-5
 
 
@@ -413,6 +450,7 @@ def test_direct_kernel_builds_for_cuda_without_gpu():
     (((1, 3, 8, 8, 8), (3, 3), (0, 1), (1, 1, 1, 1)), "stride"),
     (((1, 3, 8, 8, 8), (3, 3), (1, 1), (1, 1, -1, 1)), "padding"),
     (((1, 3, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1)), "N,C,H,W,K"),
+    (((1, 8, 8, 8, 24), (3, 3), (2, 2), (1, 1, 1, 1), "float32", 16), "k_block 16 must be 0"),
 ])
 def test_direct_spec_bad_input(args, match):
     from novagen.backends.tvm.spec import make_direct_spec

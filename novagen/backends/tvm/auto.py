@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,33 +56,60 @@ class Choice:
     """The candidates timed with their record from the tuning database."""
 
 
-def _key(layer: tuple[int, ...], padding: tuple[int, int], dtype: str, layout: str, target: Any,
-         candidates: tuple[str, ...], threads: int, tuned: dict[str, Any]) -> str:
-    from novagen.catalog import algorithm
+def _records(tuned: dict[str, Any]) -> dict[str, str]:
+    """A content hash of each tuned record, so that a new record measures again."""
+    return {name: hashlib.sha256(mod.script().encode()).hexdigest() for name, mod in sorted(tuned.items())}
 
-    hashes = [algorithm(c).content_hash for c in candidates]
-    records = {name: hashlib.sha256(mod.script().encode()).hexdigest() for name, mod in sorted(tuned.items())}
-    text = json.dumps([list(layer), list(padding), dtype, layout, str(target), hashes, threads, __version__,
-                       MEASUREMENT, records])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+def _cache_path(prefix: str, *parts: Any) -> Path:
+    """The cache file of one choice: keyed by `parts` (what was measured, records included), the thread count,
+    novagen's version and MEASUREMENT."""
+    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    text = json.dumps([*parts, threads, __version__, MEASUREMENT])
+    return cache_dir() / "tvm-auto" / f"{prefix}{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
+
+
+def _cached(path: Path) -> Choice | None:
+    """The choice stored at `path`, or None (absent or unreadable: measured again)."""
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        return Choice(doc["algorithm"], doc["reason"], doc["times_ms"], doc["refused"], True, tuple(doc["tuned"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store(path: Path, choice: Choice, **about: Any) -> Choice:
+    output_folder(path.parent)
+    atomic_write(path, json.dumps({"algorithm": choice.algorithm, "reason": choice.reason,
+                                   "times_ms": choice.times_ms, "refused": choice.refused,
+                                   "tuned": list(choice.tuned), **about}), overwrite=True)
+    return choice
+
+
+def _query(database: Any, workloads: dict[str, Any], target: Any) -> dict[str, Any]:
+    """The best scheduled module of each workload (name → unscheduled IRModule) the database holds."""
+    if database is None:
+        return {}
+    from novagen.backends.tvm.tuning import open_database
+
+    db = open_database(database) if isinstance(database, (str, os.PathLike)) else database
+    found = {}
+    for name, mod in workloads.items():
+        if (sch := db.query_schedule(mod, target, workload_name="main")) is not None:
+            found[name] = sch.mod
+    return found
 
 
 def tuned_modules(database: Any, names: list[str], layer: tuple[int, ...], padding: tuple[int, int], dtype: str,
                   layout: str, target: Any) -> dict[str, Any]:
     """The candidates (algorithm labels or DIRECT) that the tuning database (a folder, or one `open_database`
     opened) holds a record of, each as its best scheduled module."""
-    if database is None:
-        return {}
-    from novagen.backends.tvm.tuning import open_database, tuning_workload
+    from novagen.backends.tvm.tuning import tuning_workload
 
-    db = open_database(database) if isinstance(database, (str, os.PathLike)) else database
-    found = {}
-    for name in names:
-        mod, _ = tuning_workload(name, layer, padding, dtype, layout)
-        sch = db.query_schedule(mod, target, workload_name="main")
-        if sch is not None:
-            found[name] = sch.mod
-    return found
+    return _query(database, {name: tuning_workload(name, layer, padding, dtype, layout)[0] for name in names},
+                  target)
 
 
 def accurate_enough(candidates: tuple[str, ...], layer: tuple[int, ...], dtype: str) -> dict[str, str]:
@@ -151,16 +179,13 @@ def choose(layer: tuple[int, ...], padding: tuple[int, int], dtype: str = "float
     n, c, h, w, k = layer
     if min(c, k) < min_channels:
         return Choice(DIRECT, f"{c} input / {k} output channels: fewer than {min_channels}, left to TVM")
-    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    from novagen.catalog import algorithm
+
     tuned = tuned_modules(database, [*candidates, DIRECT], layer, padding, dtype, layout, target)
-    key = _key(layer, padding, dtype, layout, target, candidates, threads, tuned)
-    path = cache_dir() / "tvm-auto" / f"{key}.json"
-    if path.is_file():
-        try:
-            doc = json.loads(path.read_text())
-            return Choice(doc["algorithm"], doc["reason"], doc["times_ms"], doc["refused"], True, tuple(doc["tuned"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    path = _cache_path("", list(layer), list(padding), dtype, layout, str(target),
+                       [algorithm(c).content_hash for c in candidates], _records(tuned))
+    if (hit := _cached(path)) is not None:
+        return hit
     refused = accurate_enough(candidates, layer, dtype)
     allowed = [c for c in candidates if c not in refused]
     if not allowed:
@@ -174,12 +199,8 @@ def choose(layer: tuple[int, ...], padding: tuple[int, int], dtype: str = "float
     else:
         how = "tuned" if best in tuned else "default schedule"
         reason = f"fastest ({MEASUREMENT}): {times[best]:.3g} ms ({how}) against {direct}"
-    choice = Choice(best, reason, times, refused, tuned=tuple(sorted(tuned)))
-    output_folder(path.parent)
-    atomic_write(path, json.dumps({"algorithm": best, "reason": reason, "times_ms": times, "refused": refused,
-                                   "tuned": sorted(tuned), "layer": list(layer), "target": str(target)}),
-                 overwrite=True)
-    return choice
+    return _store(path, Choice(best, reason, times, refused, tuned=tuple(sorted(tuned))), layer=list(layer),
+                  target=str(target))
 
 
 def direct_workloads(spec: DirectSpec) -> dict[str, Any]:
@@ -194,42 +215,28 @@ def direct_workloads(spec: DirectSpec) -> dict[str, Any]:
 
 
 def choose_direct(spec: DirectSpec, target: Any = None, database: Any = None) -> Choice:
-    """For a layer too thin for Winograd (fewer input channels than `min_channels`, such as a 3-channel stem):
-    novagen's direct kernel or TVM's conv2d, whichever is faster here, each timed (cold weights) with its
+    """For a layer Winograd does not take (too thin in channels, such as a 3-channel stem, or strided):
+    novagen's direct kernel or TVM's conv2d, whichever is faster here, each timed (MEASUREMENT) with its
     record from the tuning database when it holds one, else its default; cached like `choose`."""
     from novagen.backends.tvm.schedule import schedule_default
-    from novagen.backends.tvm.tuning import open_database
 
     tvm = load_tvm()
     target = target or host_target()
     workloads = direct_workloads(spec)
-    tuned = {}
-    if database is not None:
-        db = open_database(database) if isinstance(database, (str, os.PathLike)) else database
-        for name, mod in workloads.items():
-            if (sch := db.query_schedule(mod, target, workload_name="main")) is not None:
-                tuned[name] = sch.mod
-    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
-    records = {name: hashlib.sha256(mod.script().encode()).hexdigest() for name, mod in sorted(tuned.items())}
-    key = hashlib.sha256(json.dumps([spec.to_json(), str(target), threads, __version__, MEASUREMENT,
-                                     records]).encode()).hexdigest()[:32]
-    path = cache_dir() / "tvm-auto" / f"direct-{key}.json"
-    if path.is_file():
-        try:
-            doc = json.loads(path.read_text())
-            return Choice(doc["algorithm"], doc["reason"], doc["times_ms"], {}, True, tuple(doc["tuned"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    tuned = _query(database, workloads, target)
+    path = _cache_path("direct-", spec.to_json(), str(target), _records(tuned))
+    if (hit := _cached(path)) is not None:
+        return hit
     ours = tuned.get(NOVAGEN_DIRECT) or tvm.IRModule(
         {"main": schedule_default(workloads[NOVAGEN_DIRECT]["main"], target)})
     times = time_modules({NOVAGEN_DIRECT: ours, DIRECT: tuned.get(DIRECT, workloads[DIRECT])}, target)
     best = min(times, key=times.__getitem__)
     how = {name: "tuned" if name in tuned else ("default schedule" if name == NOVAGEN_DIRECT else "untuned")
            for name in times}
-    reason = (f"{spec.layer[1]} input channels, too few for Winograd; ({MEASUREMENT}) novagen's direct kernel "
+    why = (f"stride {list(spec.stride)}, not Winograd's" if spec.k_block
+           else f"{spec.layer[1]} input channels, too few for Winograd")
+    reason = (f"{why}; ({MEASUREMENT}) novagen's direct kernel "
               f"{times[NOVAGEN_DIRECT]:.3g} ms ({how[NOVAGEN_DIRECT]}), TVM's conv2d {times[DIRECT]:.3g} ms "
               f"({how[DIRECT]})")
-    output_folder(path.parent)
-    atomic_write(path, json.dumps({"algorithm": best, "reason": reason, "times_ms": times, "tuned": sorted(tuned),
-                                   "spec": spec.to_json(), "target": str(target)}), overwrite=True)
-    return Choice(best, reason, times, {}, tuned=tuple(sorted(tuned)))
+    return _store(path, Choice(best, reason, times, {}, tuned=tuple(sorted(tuned))), spec=spec.to_json(),
+                  target=str(target))

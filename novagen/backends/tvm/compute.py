@@ -133,7 +133,8 @@ def direct_compute(spec: DirectSpec) -> list[Any]:
     The input is first copied zero-padded and split by column phase (xq[n, c, phase, row, col] = the padded
     x[n, c, row, stride·col + phase]), so for every filter tap the inputs of consecutive output columns are
     consecutive in memory: the schedule vectorizes along output rows whatever the stride, where a strided
-    read would be a gather.  fp16 stores x, w and y in float16 and accumulates in float32."""
+    read would be a gather; with packed weights (`spec.k_block`) it vectorizes along filters instead, each
+    input a broadcast.  fp16 stores x, w and y in float16 and accumulates in float32."""
     tvm = load_tvm()
     from tvm import te
 
@@ -152,8 +153,13 @@ def direct_compute(spec: DirectSpec) -> list[Any]:
 
     xq = te.compute((n, c, sw, (oh - 1) * sh + kh, ow + (kw - 1) // sw), phase, name="xq", attrs=NONE)
     rc, rh, rw = te.reduce_axis((0, c), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+    kb = spec.k_block
+
+    def weight(ko: Any, ci: Any, i: Any, j: Any) -> Any:
+        return (wt[ko // kb, ci, i, j, ko % kb] if kb else wt[ko, ci, i, j]).astype(f32)
+
     acc = te.compute((n, k, oh, ow), lambda b, ko, i, j: te.sum(
-        xq[b, rc, rw % sw, i * sh + rh, j + rw // sw] * wt[ko, rc, rh, rw].astype(f32), axis=[rc, rh, rw]),
+        xq[b, rc, rw % sw, i * sh + rh, j + rw // sw] * weight(ko, rc, rh, rw), axis=[rc, rh, rw]),
         name="acc", attrs={"schedule_rule": DIRECT_RULE, DIRECT_ANNOTATION: spec.to_json()})
     if spec.dtype == f32:
         return [x, wt, acc]
@@ -168,10 +174,23 @@ def tvm_direct_module(spec: DirectSpec) -> Any:
     from tvm import te, topi
 
     x = te.placeholder(spec.input_shape, spec.dtype, name="x")
-    wt = te.placeholder(spec.weight_shape, spec.dtype, name="w")
+    wt = te.placeholder((spec.layer[4], spec.layer[1], *spec.kernel), spec.dtype, name="w")
     y = topi.nn.conv2d_nchw(x, wt, list(spec.stride), list(spec.padding), 1, out_dtype=spec.dtype)
     name = "tvm_" + spec.name.removeprefix("novagen_")
     return tvm.IRModule({"main": te.create_prim_func([x, wt, y]).with_attr("global_symbol", name)})
+
+
+def pack_direct_weights(spec: DirectSpec, w: np.ndarray) -> np.ndarray:
+    """OIHW weights in the layout of `spec` (packed (K / kb, C, kh, kw, kb) when it has a k_block)."""
+    w = np.asarray(w)
+    full = (spec.layer[4], spec.layer[1], *spec.kernel)
+    if w.shape != full:
+        raise TVMError(f"weights must be {full} for {spec.name}, got {w.shape}")
+    kb = spec.k_block
+    if not kb:
+        return np.ascontiguousarray(w.astype(spec.dtype))
+    packed = w.reshape(full[0] // kb, kb, *full[1:]).transpose(0, 2, 3, 4, 1)
+    return np.ascontiguousarray(packed.astype(spec.dtype))
 
 
 def transform_weights(alg: Any, w: np.ndarray, dtype: str = "float32", k_block: int | None = None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The Relax pass: every eligible conv2d of a model becomes a call_tir of a Winograd PrimFunc (with "auto",
-a layer too thin for Winograd may become novagen's direct kernel), tunable by TVM's own MetaSchedule flow or
-scheduled by default; and the pass that schedules those left untuned."""
+a layer too thin for Winograd or a strided one may become novagen's direct kernel), tunable by TVM's own
+MetaSchedule flow or scheduled by default; and the pass that schedules those left untuned."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from novagen.backends.tvm.compute import transform_weights
+from novagen.backends.tvm.compute import pack_direct_weights, transform_weights
 from novagen.backends.tvm.schedule import conv2d_primfunc, direct_primfunc, is_novagen, schedule_default
 from novagen.backends.tvm.spec import DTYPES, DirectSpec, TVMError, load_tvm, make_direct_spec, one_axis_tvm
 from novagen.backends.tvm.targets import resolve_target
@@ -101,6 +101,22 @@ def _thin_spec(call: Any, min_channels: int) -> DirectSpec | None:
                             str(data.ty.dtype))
 
 
+def _wide_spec(call: Any, min_channels: int) -> DirectSpec | None:
+    """The DirectSpec (packed weights) of a strided conv2d Winograd does not take: NCHW, at least
+    `min_channels` input channels, a kernel larger than 1×1 (a 1×1 conv is a GEMM TVM schedules well) and a
+    multiple of 8 filters; None for any other."""
+    if _shared_reason(call) is not None or str(call.attrs.data_layout) != "NCHW":
+        return None
+    data, weight = call.args
+    n, c, h, w = _ints(data.ty.shape)
+    k, _, kh, kw = _ints(weight.ty.shape)
+    stride = _ints(call.attrs.strides)
+    if c < min_channels or stride == (1, 1) or kh * kw == 1 or k % 8:
+        return None
+    return make_direct_spec((n, c, h, w, k), (kh, kw), stride, _ints(call.attrs.padding), str(data.ty.dtype),
+                            16 if k % 16 == 0 else 8)
+
+
 SCHEDULES = ("tunable", "fusable", "default")
 FUSABLE, OPAQUE = 4, 8
 """TVM's op patterns (kOutEWiseFusable, kOpaque): a "fusable" Winograd PrimFunc lets FuseOps/FuseTIR fuse the
@@ -165,7 +181,9 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
     catalog algorithm accurate enough for the dtype, or TVM's own conv2d where that is faster, each timed with
     its record in the tuning database folder `database` when it holds one (else its default); with "auto" on
     llvm, an NCHW conv2d with fewer than `min_channels` input channels (a network's stem, any kernel, stride
-    and padding) gets novagen's direct kernel where it measures faster than TVM's conv2d (`choose_direct`).  `params`
+    and padding), or a strided one with at least that many, a kernel larger than 1×1, a multiple of 8 filters
+    and constant weights (packed now), gets novagen's direct kernel where it measures faster than TVM's
+    conv2d (`choose_direct`).  `params`
     (bound first) may be in any form TVM uses (`detach_params`' dict of lists, name → tensor or array).
     Constant weights are transformed now, in float64 from the exact G; others inside the PrimFunc.
 
@@ -218,8 +236,9 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
             data, weight = call.args
             shape = (list(_ints(data.ty.shape)) if getattr(data.ty, "shape", None) is not None
                      else None)
-            if auto and kind == "llvm" and (thin := _thin_spec(call, min_channels)) is not None:
-                return self.direct(call, thin, shape)
+            if auto and kind == "llvm" and (spec := _thin_spec(call, min_channels) or _wide_spec(
+                    call, min_channels)) is not None:
+                return self.direct(call, spec, shape)
             reason = _conv_reason(call, r, alg.label if alg else "auto", 1 if auto else min_channels)
             if reason is not None:
                 skipped.append({"shape": shape, "reason": reason})
@@ -238,12 +257,9 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
                     skipped.append({"shape": shape, "reason": f"auto: {pick.reason}", "times_ms": pick.times_ms})
                     return call
                 chosen, why = one_axis_tvm(pick.algorithm), f"auto: {pick.reason}"
-            wexpr = weight
-            if isinstance(weight, relax.Var):
-                bound = self.lookup_binding(weight)
-                if isinstance(bound, tvm.ir.expr.Constant):
-                    wexpr = bound
-            constant = isinstance(wexpr, tvm.ir.expr.Constant)
+            wexpr = self.constant(weight)
+            constant = wexpr is not None
+            wexpr = wexpr if constant else weight
             mode = "precomputed" if constant else "graph"
             func, spec = conv2d_primfunc(chosen, layer, (pt, pl), dtype, layout, mode, None,
                                          index_dtype="int64" if schedule == "fusable" else None)
@@ -261,7 +277,13 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
             return relax.call_tir(gv, [data, wexpr], out_ty=relax.TensorType(spec.output_shape, dtype))
 
         def direct(self, call: Any, spec: DirectSpec, shape: Any) -> Any:
-            """A thin layer: novagen's direct kernel where `auto` measures it faster than TVM's conv2d."""
+            """A thin or strided layer: novagen's direct kernel where `auto` measures it faster than TVM's
+            conv2d (packed weights only when they are constants, packed now)."""
+            wexpr = self.constant(call.args[1])
+            if spec.k_block and wexpr is None:
+                skipped.append({"shape": shape, "reason": f"stride {list(spec.stride)} with weights not bound "
+                                                          "as constants (pass params)"})
+                return call
             pick = choose_direct(spec, tgt, database)
             if pick.algorithm == DIRECT:
                 skipped.append({"shape": shape, "reason": f"auto: {pick.reason}", "times_ms": pick.times_ms})
@@ -273,12 +295,20 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
                     func = schedule_default(func, tgt)
                 func = func.with_attr("op_pattern", FUSABLE if fusable else OPAQUE)
                 self.funcs[spec.name] = self.builder_.add_func(func, spec.name)
+            args = list(call.args)
+            if spec.k_block:
+                args[1] = relax.const(pack_direct_weights(spec, wexpr.value.numpy()), spec.dtype)
             rewritten.append({"shape": list(spec.layer), "function": spec.name, "algorithm": pick.algorithm,
-                              "why": f"auto: {pick.reason}", "weights": "untransformed", "kernel": list(spec.kernel),
-                              "stride": list(spec.stride), "padding": list(spec.padding), "layout": "NCHW",
-                              "target": kind})
-            return relax.call_tir(self.funcs[spec.name], list(call.args),
-                                  out_ty=relax.TensorType(spec.output_shape, spec.dtype))
+                              "why": f"auto: {pick.reason}", "weights": "packed" if spec.k_block else "untransformed",
+                              "kernel": list(spec.kernel), "stride": list(spec.stride),
+                              "padding": list(spec.padding), "layout": "NCHW", "target": kind})
+            return relax.call_tir(self.funcs[spec.name], args, out_ty=relax.TensorType(spec.output_shape, spec.dtype))
+
+        def constant(self, weight: Any) -> Any:
+            """The weights as a relax Constant (bound directly or through a variable), or None."""
+            if isinstance(weight, relax.Var):
+                weight = self.lookup_binding(weight)
+            return weight if isinstance(weight, tvm.ir.expr.Constant) else None
 
     rw = _Rewriter(mod)
     for gv, fn in list(mod.functions.items()):

@@ -199,7 +199,11 @@ def apply_direct_llvm(sch: Any, spec: DirectSpec, pick: Any, lanes: int = 8, reg
     filter block, output row, column block) a register block of k_block filters × n_vec vectors of output
     columns, accumulated over channels and taps (each tap one vector load per column vector and one
     broadcast weight per filter), parallel over the first three.  The design space samples the filter block
-    and the vectors per block; the default keeps the accumulators to half the registers."""
+    and the vectors per block; the default keeps the accumulators to half the registers.  Packed weights
+    (`spec.k_block`): `apply_packed_direct_llvm`."""
+    if spec.k_block:
+        apply_packed_direct_llvm(sch, spec, pick, lanes, registers)
+        return
     k = spec.layer[4]
     ow = spec.out_hw[1]
     xq = sch.get_sblock("xq")
@@ -231,6 +235,47 @@ def apply_direct_llvm(sch: Any, spec: DirectSpec, pick: Any, lanes: int = 8, reg
     sch.unroll(wk)
     sch.unroll(wjv)
     sch.vectorize(wjl)
+    sch.decompose_reduction(block, rc)
+
+
+def apply_packed_direct_llvm(sch: Any, spec: DirectSpec, pick: Any, lanes: int = 8, registers: int = 16) -> None:
+    """The CPU schedule of the direct conv2d with packed weights (wide, strided layers): per (image, filter
+    block, row block, column block) a register block of rows × columns × filter vectors, accumulated over
+    channels and taps, each tap one broadcast input per output pixel and one weight load per filter vector
+    (the packed block's consecutive filters), parallel over the first three.  Sampled: the filter vectors, the
+    columns and the rows of the block; the default fills most of the registers."""
+    k = spec.layer[4]
+    oh, ow = spec.out_hw
+    vl = min(lanes, spec.k_block)
+    kv_options = [v for v in (1, 2, 3, 4) if k % (v * vl) == 0 and spec.k_block % vl == 0]
+    nj_options = divisor_choices(ow, (1, 2, 3, 4, 5, 6, 7, 8, 14))
+    ni_options = divisor_choices(oh, (1, 2))
+    kv_default = max(v for v in kv_options if v <= 2)
+    nj_default = max(o for o in nj_options if o * kv_default <= registers - 4)
+    ni_default = max(o for o in ni_options if o * nj_default * kv_default <= registers - 4)
+    kv = pick(kv_options, kv_default)
+    nj = pick(nj_options, nj_default)
+    ni = pick(ni_options, ni_default)
+
+    xq = sch.get_sblock("xq")
+    sch.parallel(sch.fuse(*sch.get_loops(xq)[:4]))
+    block = sch.get_sblock("acc")
+    b, ko, i, j, rc, rh, rw = sch.get_loops(block)
+    koo, kvo, kvl = sch.split(ko, [None, kv, vl])
+    io, ii = sch.split(i, [None, ni])
+    jo, ji = sch.split(j, [None, nj])
+    sch.reorder(b, koo, io, jo, rc, rh, rw, ii, ji, kvo, kvl)
+    sch.parallel(sch.fuse(b, koo, io))
+    out = sch.cache_write(block, 0, "local")
+    # filters innermost in the accumulators, so each filter vector is one register
+    sch.transform_layout(block, ("write", 0), lambda b, k, i, j: (b, i, j, k))
+    inline_epilogue(sch, out)
+    sch.reverse_compute_at(out, jo, preserve_unit_loops=True)  # see apply_direct_llvm
+    for loop in (ii, ji, kvo):
+        sch.unroll(loop)
+    sch.vectorize(kvl)
+    for loop in sch.get_loops(out)[-3:]:  # (filters, rows, columns) of the block, below jo and the image's 1
+        sch.unroll(loop)
     sch.decompose_reduction(block, rc)
 
 

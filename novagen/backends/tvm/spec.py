@@ -175,8 +175,10 @@ DIRECT_ANNOTATION = "novagen_direct"
 
 @dataclass(frozen=True)
 class DirectSpec:
-    """A conv2d for novagen's direct kernel, the one for layers too thin in channels for Winograd (such as a
-    network's 7×7/2 stem on 3 channels): any kernel size, stride and padding; NCHW, groups 1, dilation 1."""
+    """A conv2d for novagen's direct kernel, for the layers Winograd does not take: too thin in channels (such
+    as a network's 7×7/2 stem on 3 channels), or strided.  Any kernel size, stride and padding; NCHW, groups 1,
+    dilation 1.  `k_block` 0: OIHW weights, vectorized along output columns (thin layers); else weights packed
+    (K / k_block, C, kh, kw, k_block) and vectorized along filters (wide layers, whose rows are short)."""
 
     layer: tuple[int, int, int, int, int]
     kernel: tuple[int, int]
@@ -184,6 +186,7 @@ class DirectSpec:
     padding: tuple[int, int, int, int]
     """top, left, bottom, right"""
     dtype: str
+    k_block: int = 0
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -197,7 +200,10 @@ class DirectSpec:
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
-        return (self.layer[4], self.layer[1], *self.kernel)
+        k, c = self.layer[4], self.layer[1]
+        if self.k_block:
+            return (k // self.k_block, c, *self.kernel, self.k_block)
+        return (k, c, *self.kernel)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -207,16 +213,21 @@ class DirectSpec:
     def name(self) -> str:
         shape = "x".join(map(str, self.layer))
         kernel, stride, pad = ("x".join(map(str, v)) for v in (self.kernel, self.stride, self.padding))
-        return f"novagen_direct_{shape}_k{kernel}_s{stride}_p{pad}_nchw_{self.dtype}"
+        packed = f"_kb{self.k_block}" if self.k_block else ""
+        return f"novagen_direct_{shape}_k{kernel}_s{stride}_p{pad}_nchw{packed}_{self.dtype}"
 
     def to_json(self) -> str:
-        return json.dumps({"layer": list(self.layer), "kernel": list(self.kernel), "stride": list(self.stride),
-                           "padding": list(self.padding), "dtype": self.dtype}, separators=(",", ":"))
+        doc = {"layer": list(self.layer), "kernel": list(self.kernel), "stride": list(self.stride),
+               "padding": list(self.padding), "dtype": self.dtype}
+        if self.k_block:
+            doc["k_block"] = self.k_block
+        return json.dumps(doc, separators=(",", ":"))
 
 
 def make_direct_spec(layer: Sequence[int], kernel: Sequence[int], stride: Sequence[int] = (1, 1),
-                     padding: Sequence[int] = (0, 0, 0, 0), dtype: str = "float32") -> DirectSpec:
-    """Validate a conv2d for novagen's direct kernel (raises TVMError naming the bad value)."""
+                     padding: Sequence[int] = (0, 0, 0, 0), dtype: str = "float32", k_block: int = 0) -> DirectSpec:
+    """Validate a conv2d for novagen's direct kernel (raises TVMError naming the bad value); `k_block` as in
+    `DirectSpec`."""
     shape = parse_layer(list(layer))
     if shape is None:
         raise TVMError("a layer (N, C, H, W, K) is required: TVM modules are built for one shape")
@@ -229,7 +240,10 @@ def make_direct_spec(layer: Sequence[int], kernel: Sequence[int], stride: Sequen
         raise TVMError(f"padding {padding} must be four sizes (top, left, bottom, right), none negative")
     if dtype not in DTYPES:
         raise TVMError(f"dtype '{dtype}' is not supported: use float32 or float16 (fp32 accumulation)")
-    spec = DirectSpec(shape, kernel, stride, padding, dtype)  # type: ignore[arg-type]
+    if isinstance(k_block, bool) or not isinstance(k_block, int) or k_block < 0 or (
+            k_block and shape[4] % k_block):
+        raise TVMError(f"k_block {k_block!r} must be 0 (unpacked weights) or divide the {shape[4]} filters")
+    spec = DirectSpec(shape, kernel, stride, padding, dtype, k_block)  # type: ignore[arg-type]
     if min(spec.out_hw) < 1:
         raise TVMError(f"layer {shape} with padding {padding} is smaller than the {kernel[0]}x{kernel[1]} kernel")
     return spec
@@ -238,4 +252,4 @@ def make_direct_spec(layer: Sequence[int], kernel: Sequence[int], stride: Sequen
 def direct_spec_from_json(text: str) -> DirectSpec:
     """The spec `DirectSpec.to_json` wrote."""
     d = json.loads(text)
-    return make_direct_spec(d["layer"], d["kernel"], d["stride"], d["padding"], d["dtype"])
+    return make_direct_spec(d["layer"], d["kernel"], d["stride"], d["padding"], d["dtype"], d.get("k_block", 0))
