@@ -457,3 +457,48 @@ def test_direct_spec_bad_input(args, match):
 
     with pytest.raises(InputError, match=match):
         make_direct_spec(*args)
+
+
+class HeadNet(torch.nn.Module):
+    """One 3×3 conv (novagen's task) and a pooled linear head (TVM's tasks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16, 4)
+
+    def forward(self, x: Any) -> Any:
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.slow
+def test_tune_model_measures_each_novagen_space_once_then_tvms_tasks(tmp_path):
+    """A budget beyond what novagen's small design spaces hold: each novagen task gets exactly its space (no
+    rounds that find nothing), TVM's tasks the rest, and a second call with the same budget measures nothing."""
+    torch.manual_seed(0)
+    model = HeadNet().eval()
+    x = torch.randn(1, 8, 12, 12)
+    mod, params = _imported(model, x)
+    prepared = nt.prepare(mod, params, "F(2,3)/classic")
+    from tvm.s_tir import meta_schedule as ms
+
+    from novagen.backends.tvm.model import space_size
+
+    target = nt.host_target()
+    tasks = ms.relax_integration.extract_tasks(nt.legalized(prepared.mod), target)
+    sizes = {t.task_name: space_size(t, target) for t in tasks}
+    ours = {name: n for name, n in sizes.items() if n is not None}
+    assert len(ours) == 1 and all(2 <= n <= 64 for n in ours.values()) and len(sizes) > len(ours)
+    (name, size), = ours.items()
+    trials = -(-4 * size // 3) + 8  # three quarters of it hold novagen's space; TVM's tasks get the rest
+    tuned = nt.tune_model(prepared, "llvm", tmp_path / "db", trials=trials)
+    assert trials <= tuned.new_trials <= trials + 16  # TVM's scheduler may finish a round of 8 per task
+    from novagen.backends.tvm.tuning import open_database
+
+    db = open_database(tmp_path / "db")
+    task = next(t for t in tasks if t.task_name == name)
+    assert len(db.get_top_k(db.commit_workload(task.dispatched[0]), 10 * size)) == size
+    again = nt.tune_model(prepared, "llvm", tmp_path / "db", trials=trials)
+    assert again.new_trials == 0
+    assert _close(nt.run_model(nt.compile_model(tuned, "llvm", tmp_path / "db"), x.numpy()),
+                  model(x).detach().numpy()) < 1e-4

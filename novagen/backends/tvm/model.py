@@ -1,6 +1,6 @@
 """Whole models through TVM's own flow: import (an exported torch program, an ONNX file, or a torch module),
-rewrite the convolutions, tune the whole module with MetaSchedule's `tune_relax`, compile with
-`compile_relax`.  Novagen's Winograd functions take part in that tuning through their schedule rule; the
+rewrite the convolutions, tune the whole module with MetaSchedule (its tasks as `tune_relax` extracts them),
+compile as `compile_relax` does.  Novagen's Winograd functions take part in that tuning through their schedule rule; the
 ones left without a record get the rule's default schedule, so nothing compiles unscheduled."""
 
 from __future__ import annotations
@@ -153,10 +153,36 @@ def prepare(mod: Any, params: Any, algorithm: str | None = "auto", target: Any =
     return TunedModel(new, report)
 
 
+def space_size(task: Any, target: Any) -> int | None:
+    """How many distinct schedules a novagen task's design space holds (the product of its sampled decisions'
+    option counts), or None for TVM's own tasks, whose spaces are open-ended."""
+    load_tvm()
+    from tvm.s_tir import meta_schedule as ms
+
+    from novagen.backends.tvm.schedule import is_novagen
+
+    if not is_novagen(task.dispatched[0]["main"]):
+        return None
+    ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
+                         search_strategy="evolutionary")
+    size = 1
+    for space in ctx.space_generator.generate_design_space(ctx.mod)[:1]:
+        for inst in space.trace.insts:
+            if inst.kind.name == "SampleCategorical":
+                size *= len(inst.attrs[0])
+    return size
+
+
 def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int, seed: int = 0,
          trials_per_iter: int = 32) -> TunedModel:
-    """Tune the whole module with MetaSchedule's `tune_relax` (novagen's functions through their rule), into
-    the JSON database folder `db`, measuring in this process."""
+    """Tune the whole module with MetaSchedule (novagen's functions through their rule), into the JSON
+    database folder `db`, measuring in this process.  `trials` counts the records already there (resumed).
+
+    novagen's design spaces are small (6 to 30 schedules) and MetaSchedule's task scheduler keeps picking a
+    task whose space is exhausted, each round finding nothing new (tens of seconds each, for ever when the
+    budget exceeds what the tasks can take).  So each novagen task is tuned first by itself for exactly its
+    space (at most three quarters of the budget for all of them when TVM has tasks too), then TVM's own
+    tasks share the rest, as `tune_relax` would share it."""
     import time
 
     load_tvm()
@@ -169,16 +195,33 @@ def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int
     drop_unnamed_handlers()
     start = time.monotonic()
     legal = legalized(model.mod, tgt)
-    tasks = ms.relax_integration.extract_tasks(legal, tgt)
+    tasks = [t for t in ms.relax_integration.extract_tasks(legal, tgt)
+             if not t.dispatched[0]["main"].attrs.get("tirx.is_scheduled", False)]
+    sizes = [space_size(t, tgt) for t in tasks]
+    work_dir = str(Path(db) / "logs")
+
+    def run(group: list[Any], budget: int, database: Any) -> None:
+        ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(group, work_dir, seed=seed)
+        ms.tune_tasks(tasks=ctxs, task_weights=weights, work_dir=work_dir, max_trials_global=budget,
+                      max_trials_per_task=budget, num_trials_per_iter=min(trials_per_iter, budget),
+                      builder=in_process_builder(), runner=in_process_runner(), database=database)
+
     with working_database(db) as database, quiet_console():
-        todo = trials - len(database)  # resumable: the records already there count toward the trials
-        if todo > 0:
-            ms.relax_integration.tune_relax(legal, params={}, target=tgt, work_dir=str(Path(db) / "logs"),
-                                            max_trials_global=todo,
-                                            num_trials_per_iter=min(trials_per_iter, todo),
-                                            builder=in_process_builder(), runner=in_process_runner(),
-                                            database=database, seed=seed)
-    return TunedModel(model.mod, model.report, str(db), trials, max(todo, 0), time.monotonic() - start,
+        before = len(database)
+        todo = trials - before
+        theirs = [t for t, n in zip(tasks, sizes) if n is None]
+        ours_budget = todo if not theirs else todo * 3 // 4
+        for task, size in zip(tasks, sizes):
+            if size is None or ours_budget <= 0:
+                continue
+            done = len(database.get_top_k(database.commit_workload(task.dispatched[0]), size))
+            if (budget := min(size - done, ours_budget)) > 0:
+                run([task], budget, database)
+                ours_budget -= budget
+        if (left := trials - len(database)) > 0 and theirs:
+            run(theirs, left, database)
+        new = len(database) - before
+    return TunedModel(model.mod, model.report, str(db), trials, new, time.monotonic() - start,
                       [t.task_name for t in tasks])
 
 
