@@ -303,6 +303,19 @@ def test_cli_bad_input(argv: list[str], match: str, tmp_path: Any, capsys: Any) 
     assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_cli_whole_model_bench_on_cuda_needs_a_gpu(capsys: Any) -> None:
+    """`bench --target tvm-cuda --model` is the command for a GPU machine; without one it says so, one line."""
+    import torch
+
+    from novagen.cli import run
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the command would run the whole bench")
+    assert run(["bench", "--target", "tvm-cuda", "--model", "resnet18", "--trials", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "none is visible here" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_tune_bad_builder(tmp_path: Any) -> None:
     with pytest.raises(InputError, match="builder 'remote' is not known"):
         nt.tune("F(2,3)/classic", (1, 8, 8, 8, 8), tmp_path / "db", trials=1, builder="remote")

@@ -244,6 +244,13 @@ def test_compile_model_builds_fused_model_for_cuda_without_gpu():
 
     cuda = cuda_module(ex.mod)
     assert cuda is not None and "fused_novagen_F_4_3_nova" in cuda.inspect_source()
+    # what `bench --target tvm-cuda --model` builds: "auto" for the GPU (tile sizes ranked on this CPU; the
+    # stem and the strided conv stay TVM's there)
+    target = {"kind": "cuda", "arch": "sm_90"}
+    prepared = nt.prepare(mod, params, "auto", target=target)
+    assert all(r["algorithm"] != "novagen direct" and r["target"] == "cuda" for r in prepared.report.rewritten)
+    assert len(prepared.report.rewritten) == 2
+    assert "fused_novagen_" in cuda_module(nt.compile_model(prepared, target).mod).inspect_source()
 
 
 DIRECT_CASES = [  # (layer, kernel, stride, padding (top, left, bottom, right), dtype, k_block)

@@ -18,7 +18,8 @@ from novagen.layers import Layer, check_layout, network_layers, parse_layer
 
 
 def bench(
-    target: str = typer.Option("c", "--target", "-t", help="target to time here: c or tvm-llvm"),
+    target: str = typer.Option("c", "--target", "-t",
+                               help="target to time here: c or tvm-llvm (tvm-cuda: --model on a GPU)"),
     network: str | None = typer.Option(None, "--network", help="a network's 3x3 stride-1 conv layers: vgg16, "
                                        "resnet18 or resnet50"),
     batch: int = typer.Option(1, "--batch", help="batch size for --network (and --model with --target c)"),
@@ -40,9 +41,10 @@ def bench(
 ) -> None:
     """Time generated kernels against torch.nn.functional.conv2d (oneDNN), median of repeats; every kernel's
     output is checked against float64 first and a wrong one is never ranked."""
-    if target not in ("c", "tvm-llvm"):
+    if target not in ("c", "tvm-llvm") and not (target == "tvm-cuda" and model is not None):
         backend(target)
-        raise InputError(f"bench runs here: use --target c or tvm-llvm, not {target}")
+        raise InputError(f"bench runs here: use --target c or tvm-llvm (or tvm-cuda with --model on a GPU), "
+                         f"not {target}")
     if model is not None:
         if network is not None or layer is not None:
             raise InputError("give one of --model, --network or --layer")
@@ -128,17 +130,21 @@ def _bench_model(target: str, model: str, batch: int, trials: int, db: Path, rep
         _bench_torch_model(model, batch, repeats, threads, layout, as_json)
         return
     if batch != 1 or layout != "NCHW":
-        raise InputError("--target tvm-llvm --model runs batch 1, NCHW")
+        raise InputError(f"--target {target} --model runs batch 1, NCHW")
     from novagen.backends import tvm as nt
 
+    kind = "cuda" if target == "tvm-cuda" else "llvm"
+    if kind == "cuda":
+        nt.gpu_target()  # no GPU: say so before building anything
     result = _with_spinner(model, lambda say: nt.bench_model(model, trials, db, repeats=repeats, threads=threads,
-                                                             progress=say))
+                                                             progress=say, target=kind))
     if as_json:
         print_json(result)
         return
     m = result["machine"]
     console = out()
-    console.print(f"{m['cpu']}, {m['threads']} threads; {model} batch 1; tuned rows: tune_relax, {trials} trials each")
+    where = m.get("gpu") or f"{m['cpu']}, {m['threads']} threads"
+    console.print(f"{where}; {model} batch 1; tuned rows: MetaSchedule, {trials} trials each")
     console.print(tables.model_bench_table(result))
     console.print(f"novagen over TVM tuned {result['novagen_vs_tvm_tuned']:.2f}x, over torch eager "
                   f"{result['novagen_vs_torch']:.2f}x")

@@ -31,7 +31,7 @@ from typing import Any
 from novagen.backends.base import Backend, Option, choice
 from novagen.backends.cuda.kernel import check_arch
 from novagen.backends.tvm.auto import Choice, choose, choose_direct
-from novagen.backends.tvm.bench import bench_layers, bench_model
+from novagen.backends.tvm.bench import bench_layers, bench_model, gpu_target
 from novagen.backends.tvm.compute import conv2d_compute, direct_compute, direct_module, transform_weights
 from novagen.backends.tvm.generated import generate
 from novagen.backends.tvm.model import (
@@ -103,7 +103,7 @@ BACKENDS = (
 
 __all__ = [
     "BACKENDS", "Choice", "Conv2d", "Conv2dSpec", "DefaultSchedule", "DirectConv2d", "DirectSpec", "RewriteReport",
-    "TVMError", "TuneResult", "TunedModel", "WinogradConv2d", "bench_layers", "bench_model", "choose",
+    "TVMError", "TuneResult", "TunedModel", "WinogradConv2d", "bench_layers", "bench_model", "choose", "gpu_target",
     "choose_direct", "compile_model", "direct_compute", "direct_primfunc", "make_direct_spec",
     "import_model", "legalized", "prepare", "run_model", "scheduled", "tune_model",
     "conv2d_compute", "conv2d_module", "conv2d_primfunc", "cuda_module", "direct_module", "generate", "host_target",

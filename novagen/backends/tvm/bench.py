@@ -137,19 +137,36 @@ def bench_layers(layers: Sequence[Layer], algorithms: Sequence[Any], repeats: in
 MODEL_ROWS = ("torch", "tvm_default", "tvm_tuned", "novagen_tuned")
 
 
+def gpu_target() -> Any:
+    """The CUDA target of this machine's first GPU (its arch from torch), or a TVMError saying none is there."""
+    import torch
+
+    tvm = load_tvm()
+    if not torch.cuda.is_available() or not tvm.cuda(0).exist:
+        raise TVMError("--target tvm-cuda times on a CUDA GPU and none is visible here (torch.cuda.is_available() "
+                       f"{torch.cuda.is_available()}, tvm.cuda(0).exist {tvm.cuda(0).exist})")
+    major, minor = torch.cuda.get_device_capability(0)
+    return tvm.target.Target({"kind": "cuda", "arch": f"sm_{major}{minor}"})
+
+
 def bench_model(name: str, trials: int, db: str | os.PathLike[str], repeats: int = 10, threads: int | None = None,
-                algorithm: str = "auto", seed: int = 0, progress: Any = None) -> dict[str, Any]:
+                algorithm: str = "auto", seed: int = 0, progress: Any = None, target: str = "llvm") -> dict[str, Any]:
     """Whole-model latency at batch 1 of an ImageNet-shaped model built in code (`novagen.models`): torch
-    eager; TVM's default pipeline (untuned); TVM with the whole model tuned by `tune_relax` for `trials`; and
-    novagen's rewrite (`algorithm`, "auto" by default) tuned by the same `tune_relax` with the same trials.
-    Databases go to `db`/tvm and `db`/novagen (resumed when they exist).  Every output is checked against
-    torch's; times go through `novagen.timing` in blocks."""
+    eager; TVM's default pipeline (untuned); TVM with the whole model tuned by `model.tune` for `trials`; and
+    novagen's rewrite (`algorithm`, "auto" by default) tuned the same way with the same trials.  `target`
+    "llvm" (this CPU) or "cuda" (this machine's GPU; torch then runs there too, and every call is timed to
+    its end on the device).  Databases go to `db`/tvm and `db`/novagen (resumed when they exist).  Every
+    output is checked against torch's; times go through `novagen.timing` in blocks."""
     import torch
 
     from novagen.backends.tvm import model as M
     from novagen.models import example_input, imagenet_model
 
     load_tvm()
+    gpu = target == "cuda"
+    if target not in ("llvm", "cuda"):
+        raise TVMError(f"bench_model target '{target}' is not known: use llvm or cuda")
+    tgt = gpu_target() if gpu else host_target()
     threads = whole("--threads", threads, 1, 4096) if threads is not None else os.cpu_count() or 1
     torch.set_num_threads(threads)
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
@@ -163,22 +180,32 @@ def bench_model(name: str, trials: int, db: str | os.PathLike[str], repeats: int
     runs: dict[str, Any] = {}
     tuning: dict[str, Any] = {}
     say("TVM default pipeline: compiling")
-    runs["tvm_default"] = M.compile_model(M.prepare(mod, params, None))
+    runs["tvm_default"] = M.compile_model(M.prepare(mod, params, None, target=tgt), tgt)
     for key, algo in (("tvm_tuned", None), ("novagen_tuned", algorithm)):
         say(f"{key}: rewriting" if algo else f"{key}: binding the parameters")
-        prepared = M.prepare(mod, params, algo)
+        prepared = M.prepare(mod, params, algo, target=tgt)
         say(f"{key}: tuning {trials} trials")
-        tuned = M.tune(prepared, "llvm", root / key.split("_")[0], trials)
+        tuned = M.tune(prepared, tgt, root / key.split("_")[0], trials)
         tuning[key] = {"trials": tuned.trials, "new_trials": tuned.new_trials, "seconds": round(tuned.seconds, 1),
                        "tasks": len(tuned.tasks), "db": tuned.db}
         say(f"{key}: compiling")
-        runs[key] = M.compile_model(tuned, "llvm", tuned.db)
+        runs[key] = M.compile_model(tuned, tgt, tuned.db)
         if tuned.report is not None:
             tuning[key]["rewritten"] = [{k: r[k] for k in ("shape", "algorithm", "why")}
                                         for r in tuned.report.rewritten]
-    xi = x.numpy()
-    cands = [Candidate("torch", lambda: net(x), lambda y: y.detach().numpy(), FP32_BOUND)]
-    cands += [Candidate(key, M.model_runner(ex, xi), lambda y: y.numpy(), FP32_BOUND) for key, ex in runs.items()]
+    if gpu:
+        net, x = net.cuda(), x.cuda()
+
+    def eager() -> Any:
+        y = net(x)
+        if gpu:
+            torch.cuda.synchronize()
+        return y
+
+    xi = x.cpu().numpy()
+    cands = [Candidate("torch", eager, lambda y: y.detach().cpu().numpy(), FP32_BOUND)]
+    cands += [Candidate(key, M.model_runner(ex, xi, tgt), lambda y: y.numpy(), FP32_BOUND)
+              for key, ex in runs.items()]
     say("timing")
     with torch.inference_mode():
         times = measure(cands, ref, whole("--repeats", repeats, 1, 1000), order="rounds", keep_outputs=True,
@@ -193,6 +220,10 @@ def bench_model(name: str, trials: int, db: str | os.PathLike[str], repeats: int
                      "max_rel_error": float(np.abs(out - ref).max() / np.abs(ref).max()), "passed": t.passed,
                      **tuning.get(key, {})})
     by = {r["name"]: r for r in rows}
-    return {"model": name, "batch": 1, "trials": trials, "machine": {**machine_info(), "threads": threads},
+    machine = {**machine_info(), "threads": threads}
+    if gpu:
+        machine["gpu"] = torch.cuda.get_device_name(0)
+        machine["target"] = str(tgt)
+    return {"model": name, "batch": 1, "trials": trials, "machine": machine,
             "rows": rows, "novagen_vs_tvm_tuned": by["tvm_tuned"]["ms"] / by["novagen_tuned"]["ms"],
             "novagen_vs_torch": base / by["novagen_tuned"]["ms"], "timing": settings(repeats, "rounds")}

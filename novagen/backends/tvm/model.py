@@ -282,18 +282,21 @@ def compile_model(model: TunedModel | Any, target: Any = "llvm", db: str | os.Pa
         return relax.build(mod, target=tgt, relax_pipeline=pipeline)
 
 
-def model_runner(ex: Any, x: Any) -> Any:
-    """A forward pass as an application runs it: one VirtualMachine (its memory pool kept between calls) and
-    the input on the device once; calling the result returns the output as a tvm tensor."""
+def model_runner(ex: Any, x: Any, target: Any = "llvm") -> Any:
+    """A forward pass as an application runs it: one VirtualMachine (its memory pool kept between calls) on
+    the device of `target` (llvm: this CPU; cuda: GPU 0) and the input there once; calling the result returns
+    the output as a tvm tensor, the device finished with it."""
     tvm = load_tvm()
     from tvm import relax
 
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    xi = tvm.runtime.tensor(x)
+    dev = tvm.cuda(0) if resolve_target(target).kind.name == "cuda" else tvm.cpu()
+    vm = relax.VirtualMachine(ex, dev)
+    xi = tvm.runtime.tensor(x, dev)
     fn = vm["main"]
 
     def run() -> Any:
         out = fn(xi)
+        dev.sync()
         return out if hasattr(out, "numpy") else out[0]
 
     return run
