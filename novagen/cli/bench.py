@@ -35,7 +35,7 @@ def bench(
                                 "unscheduled and (with --tuned) tuned"),
     model: str | None = typer.Option(None, "--model", help="a whole model: resnet18, resnet50 or vgg16 (built in "
                                      "code, seeded weights): torch eager against novagen (c) or TVM (tvm-llvm)"),
-    trials: int = typer.Option(1000, "--trials", help="tvm-llvm --model: tune_relax trials of each tuned row"),
+    trials: int = typer.Option(1000, "--trials", help="tvm --model: MetaSchedule trials of each tuned row"),
     db: Path = typer.Option(Path("tune_db"), "--db", help="tvm-llvm --model: tuning databases (resumed)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:

@@ -330,8 +330,8 @@ def campaigns_table(rows: list[dict[str, Any]]) -> Table:
 
 def model_bench_table(result: dict[str, Any]) -> Table:
     """Whole-model latency: torch, TVM default, TVM tuned, novagen tuned, each with its error against torch."""
-    names = {"torch": "torch eager", "tvm_default": "TVM, default pipeline", "tvm_tuned": "TVM, tuned (tune_relax)",
-             "novagen_tuned": "novagen rewrite, tuned (tune_relax)"}
+    names = {"torch": "torch eager", "tvm_default": "TVM, default pipeline", "tvm_tuned": "TVM, tuned (MetaSchedule)",
+             "novagen_tuned": "novagen rewrite, tuned (MetaSchedule)"}
     table = Table(title=f"whole-model latency: {result['model']}, batch 1", title_justify="left")
     for col in ("pipeline", "ms (median)", "min–max", "vs torch", "max rel. error", "trials", "tuning s"):
         table.add_column(col, justify="left" if col == "pipeline" else "right", no_wrap=True)

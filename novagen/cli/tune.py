@@ -1,5 +1,5 @@
-"""The tune commands: MetaSchedule tuning of one layer's TVM conv2d, or of a whole model through TVM's own
-tune_relax, into a resumable JSON database."""
+"""The tune commands: MetaSchedule tuning of one layer's TVM conv2d, or of a whole model's tasks (as
+tune_relax extracts them), into a resumable JSON database."""
 
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def tune_model_cmd(
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Tune a whole model with TVM's MetaSchedule (tune_relax), novagen's Winograd convolutions included, into
-    a JSON database that compile_relax (or novagen.tvm.compile_model) builds from. Ctrl-C keeps every whole
+    """Tune a whole model with TVM's MetaSchedule (each novagen task for its whole design space, then TVM's own
+    tasks), into a JSON database that novagen.tvm.compile_model builds from. Ctrl-C keeps every whole
     record: the database stays loadable and resumable."""
     from novagen.backends.tvm import model as M
 

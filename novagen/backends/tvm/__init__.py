@@ -16,7 +16,7 @@ One module per stage, as in TVM's topi (a compute and its schedules kept apart):
 - `compat`: every workaround for a private TVM API;
 - `runtime`: built modules to run from Python;
 - `generated`: TVMScript, the built library and a README;
-- `model`: whole models through TVM's flow (import, rewrite, tune_relax, compile_relax);
+- `model`: whole models through TVM's flow (import, rewrite, MetaSchedule tuning, compile as compile_relax does);
 - `bench`: per-layer and whole-model timing against torch and TVM.
 
 `tvm` is imported only when one of these runs, so the core package installs without it.
