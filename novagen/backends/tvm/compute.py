@@ -174,7 +174,7 @@ def tvm_direct_module(spec: DirectSpec) -> Any:
     from tvm import te, topi
 
     x = te.placeholder(spec.input_shape, spec.dtype, name="x")
-    wt = te.placeholder((spec.layer[4], spec.layer[1], *spec.kernel), spec.dtype, name="w")
+    wt = te.placeholder(spec.oihw_shape, spec.dtype, name="w")
     y = topi.nn.conv2d_nchw(x, wt, list(spec.stride), list(spec.padding), 1, out_dtype=spec.dtype)
     name = "tvm_" + spec.name.removeprefix("novagen_")
     return tvm.IRModule({"main": te.create_prim_func([x, wt, y]).with_attr("global_symbol", name)})
@@ -183,14 +183,12 @@ def tvm_direct_module(spec: DirectSpec) -> Any:
 def pack_direct_weights(spec: DirectSpec, w: np.ndarray) -> np.ndarray:
     """OIHW weights in the layout of `spec` (packed (K / kb, C, kh, kw, kb) when it has a k_block)."""
     w = np.asarray(w)
-    full = (spec.layer[4], spec.layer[1], *spec.kernel)
-    if w.shape != full:
-        raise TVMError(f"weights must be {full} for {spec.name}, got {w.shape}")
+    if w.shape != spec.oihw_shape:
+        raise TVMError(f"weights must be {spec.oihw_shape} for {spec.name}, got {w.shape}")
     kb = spec.k_block
-    if not kb:
-        return np.ascontiguousarray(w.astype(spec.dtype))
-    packed = w.reshape(full[0] // kb, kb, *full[1:]).transpose(0, 2, 3, 4, 1)
-    return np.ascontiguousarray(packed.astype(spec.dtype))
+    if kb:
+        w = w.reshape(w.shape[0] // kb, kb, *w.shape[1:]).transpose(0, 2, 3, 4, 1)
+    return np.ascontiguousarray(w.astype(spec.dtype))
 
 
 def transform_weights(alg: Any, w: np.ndarray, dtype: str = "float32", k_block: int | None = None) -> np.ndarray:

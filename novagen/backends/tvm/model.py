@@ -1,10 +1,11 @@
 """Whole models through TVM's own flow: import (an exported torch program, an ONNX file, or a torch module),
 rewrite the convolutions, tune the whole module with MetaSchedule (its tasks as `tune_relax` extracts them),
-compile as `compile_relax` does.  Novagen's Winograd functions take part in that tuning through their schedule rule; the
-ones left without a record get the rule's default schedule, so nothing compiles unscheduled."""
+compile as `compile_relax` does.  Novagen's functions take part in that tuning through their schedule rules;
+the ones left without a record get the rule's default schedule, so nothing compiles unscheduled."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -165,12 +166,8 @@ def space_size(task: Any, target: Any) -> int | None:
         return None
     ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
                          search_strategy="evolutionary")
-    size = 1
-    for space in ctx.space_generator.generate_design_space(ctx.mod)[:1]:
-        for inst in space.trace.insts:
-            if inst.kind.name == "SampleCategorical":
-                size *= len(inst.attrs[0])
-    return size
+    trace = ctx.space_generator.generate_design_space(ctx.mod)[0].trace  # novagen's rule gives one space
+    return math.prod(len(inst.attrs[0]) for inst in trace.insts if inst.kind.name == "SampleCategorical")
 
 
 def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int, seed: int = 0,
@@ -197,7 +194,6 @@ def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int
     legal = legalized(model.mod, tgt)
     tasks = [t for t in ms.relax_integration.extract_tasks(legal, tgt)
              if not t.dispatched[0]["main"].attrs.get("tirx.is_scheduled", False)]
-    sizes = [space_size(t, tgt) for t in tasks]
     work_dir = str(Path(db) / "logs")
 
     def run(group: list[Any], budget: int, database: Any) -> None:
@@ -209,6 +205,7 @@ def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int
     with working_database(db) as database, quiet_console():
         before = len(database)
         todo = trials - before
+        sizes = [space_size(t, tgt) for t in tasks] if todo > 0 else []
         theirs = [t for t, n in zip(tasks, sizes) if n is None]
         ours_budget = todo if not theirs else todo * 3 // 4
         for task, size in zip(tasks, sizes):

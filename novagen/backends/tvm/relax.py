@@ -87,34 +87,25 @@ def _conv_reason(call: Any, r: int, label: str, min_channels: int) -> str | None
     return None
 
 
-def _thin_spec(call: Any, min_channels: int) -> DirectSpec | None:
-    """The DirectSpec of a conv2d for novagen's direct kernel: NCHW, fewer than `min_channels` input channels
-    (too thin for Winograd: a network's stem), any kernel, stride and padding; None for any other."""
-    if _shared_reason(call) is not None or str(call.attrs.data_layout) != "NCHW":
-        return None
-    data, weight = call.args
-    n, c, h, w = _ints(data.ty.shape)
-    k, _, kh, kw = _ints(weight.ty.shape)
-    if c >= min_channels:
-        return None
-    return make_direct_spec((n, c, h, w, k), (kh, kw), _ints(call.attrs.strides), _ints(call.attrs.padding),
-                            str(data.ty.dtype))
-
-
-def _wide_spec(call: Any, min_channels: int) -> DirectSpec | None:
-    """The DirectSpec (packed weights) of a strided conv2d Winograd does not take: NCHW, at least
-    `min_channels` input channels, a kernel larger than 1×1 (a 1×1 conv is a GEMM TVM schedules well) and a
-    multiple of 8 filters; None for any other."""
+def _direct_spec(call: Any, min_channels: int) -> DirectSpec | None:
+    """The DirectSpec of a conv2d Winograd does not take, for novagen's direct kernel (NCHW only): fewer than
+    `min_channels` input channels (a network's stem; any kernel, stride and padding; OIHW weights), or strided
+    with a kernel larger than 1×1 (a 1×1 conv is a GEMM TVM schedules well) and a multiple of 8 filters
+    (weights packed by 16 or 8 filters); None for any other."""
     if _shared_reason(call) is not None or str(call.attrs.data_layout) != "NCHW":
         return None
     data, weight = call.args
     n, c, h, w = _ints(data.ty.shape)
     k, _, kh, kw = _ints(weight.ty.shape)
     stride = _ints(call.attrs.strides)
-    if c < min_channels or stride == (1, 1) or kh * kw == 1 or k % 8:
+    if c < min_channels:
+        k_block = 0
+    elif stride != (1, 1) and kh * kw > 1 and k % 8 == 0:
+        k_block = 16 if k % 16 == 0 else 8
+    else:
         return None
     return make_direct_spec((n, c, h, w, k), (kh, kw), stride, _ints(call.attrs.padding), str(data.ty.dtype),
-                            16 if k % 16 == 0 else 8)
+                            k_block)
 
 
 SCHEDULES = ("tunable", "fusable", "default")
@@ -183,8 +174,8 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
     llvm, an NCHW conv2d with fewer than `min_channels` input channels (a network's stem, any kernel, stride
     and padding), or a strided one with at least that many, a kernel larger than 1×1, a multiple of 8 filters
     and constant weights (packed now), gets novagen's direct kernel where it measures faster than TVM's
-    conv2d (`choose_direct`).  `params`
-    (bound first) may be in any form TVM uses (`detach_params`' dict of lists, name → tensor or array).
+    conv2d (`choose_direct`).  `params` (bound first) may be in any form TVM uses (`detach_params`' dict of
+    lists, name → tensor or array).
     Constant weights are transformed now, in float64 from the exact G; others inside the PrimFunc.
 
     `schedule` "tunable" (default): the PrimFuncs are unscheduled, with novagen's MetaSchedule rule on their
@@ -236,8 +227,7 @@ def rewrite_conv2d(mod: Any, algorithm: Any = "auto", params: Any = None, target
             data, weight = call.args
             shape = (list(_ints(data.ty.shape)) if getattr(data.ty, "shape", None) is not None
                      else None)
-            if auto and kind == "llvm" and (spec := _thin_spec(call, min_channels) or _wide_spec(
-                    call, min_channels)) is not None:
+            if auto and kind == "llvm" and (spec := _direct_spec(call, min_channels)) is not None:
                 return self.direct(call, spec, shape)
             reason = _conv_reason(call, r, alg.label if alg else "auto", 1 if auto else min_channels)
             if reason is not None:

@@ -246,8 +246,8 @@ def apply_packed_direct_llvm(sch: Any, spec: DirectSpec, pick: Any, lanes: int =
     columns and the rows of the block; the default fills most of the registers."""
     k = spec.layer[4]
     oh, ow = spec.out_hw
-    vl = min(lanes, spec.k_block)
-    kv_options = [v for v in (1, 2, 3, 4) if k % (v * vl) == 0 and spec.k_block % vl == 0]
+    vl = max(v for v in (lanes, 8, 4, 2, 1) if v <= lanes and spec.k_block % v == 0)  # within a packed block
+    kv_options = [v for v in (1, 2, 3, 4) if k % (v * vl) == 0]
     nj_options = divisor_choices(ow, (1, 2, 3, 4, 5, 6, 7, 8, 14))
     ni_options = divisor_choices(oh, (1, 2))
     kv_default = max(v for v in kv_options if v <= 2)

@@ -199,11 +199,15 @@ class DirectSpec:
         return self.layer[:4]
 
     @property
+    def oihw_shape(self) -> tuple[int, ...]:
+        """The conv's weights as torch and TVM hold them: (K, C, kh, kw)."""
+        return (self.layer[4], self.layer[1], *self.kernel)
+
+    @property
     def weight_shape(self) -> tuple[int, ...]:
-        k, c = self.layer[4], self.layer[1]
-        if self.k_block:
-            return (k // self.k_block, c, *self.kernel, self.k_block)
-        return (k, c, *self.kernel)
+        """The weights the kernel takes: `oihw_shape`, or packed (K / kb, C, kh, kw, kb)."""
+        k, c, kh, kw = self.oihw_shape
+        return (k // self.k_block, c, kh, kw, self.k_block) if self.k_block else (k, c, kh, kw)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
