@@ -224,6 +224,40 @@ def test_tune_relax_then_compile_relax(tmp_path, schedule):
     assert _close(_run(nt.compile_model(rewritten, target, tmp_path / "db"), x), model(x).detach().numpy()) < 1e-4
 
 
+@pytest.mark.slow
+def test_tune_relax_as_the_user_calls_it(tmp_path):
+    """The issue's call, TVM's defaults throughout: the unlegalized rewritten module, params={}, TVM's own
+    LocalBuilder and LocalRunner.  Their fresh workers used to import TVM's tensor intrinsics inside the timed
+    build (42 s here against a 30 s timeout), so every build timed out; importing novagen.tvm initializes them."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from novagen.backends.tvm.compat import drop_unnamed_handlers
+    from novagen.backends.tvm.schedule import novagen_kind
+
+    model, x = _model()
+    mod, params = _imported(model, x)
+    mod = nt.rewrite_conv2d(mod, algorithm="auto", params=params)
+    target = nt.host_target()
+    drop_unnamed_handlers()  # pytest's log capture, not the user's flow, leaves unnamed handlers behind
+    db = ms.relax_integration.tune_relax(mod, params={}, target=target, work_dir=str(tmp_path / "db"),
+                                         max_trials_global=12)
+    recs = db.get_all_tuning_records()
+    assert recs and all(r.run_secs and all(float(s) < 1e9 for s in r.run_secs) for r in recs)
+    assert "winograd" in [novagen_kind(r.workload.mod["main"]) for r in recs]
+    ex = ms.relax_integration.compile_relax(db, mod, target, params=None)
+    assert _close(_run(ex, x), model(x).detach().numpy()) < 1e-4
+
+
+def test_local_builder_workers_run_the_users_initializer_too(tmp_path):
+    """novagen's worker initializer (the fast tensor-intrinsics import) comes first; the user's still runs."""
+    from tvm.s_tir import meta_schedule as ms
+
+    marker = tmp_path / "ran"
+    builder = ms.builder.LocalBuilder(max_workers=1, initializer=lambda: marker.write_text("yes"))
+    assert marker.read_text() == "yes"  # LocalBuilder's constructor starts one worker to check itself
+    assert builder.initializer.func.__name__ == "_initialize_worker"
+
+
 def _same_body(a: Any, b: Any) -> bool:
     try:
         tvm.ir.assert_structural_equal(a.body, b.body, map_free_vars=True)

@@ -5,6 +5,8 @@ Written against apache-tvm 0.27.0 with apache-tvm-ffi 0.1.14 (0.1.15.post2 segfa
 says what it relies on and why it is needed, so a TVM upgrade is checked here first:
 
 - `import_tensor_intrin`: patches `inspect.getmodule` during one import (TVM 0.27: 46 s -> 6 s);
+- `initialize_builder_workers`: wraps `LocalBuilder._cls.__init__` (the class inside TVM's `derived_object`)
+  so its workers import the tensor intrinsics before their first build, outside the build timeout;
 - `in_process_builder`: MetaSchedule's `local_builder.default_build` / `default_export` (module-level
   helpers of LocalBuilder, not exported);
 - `in_process_runner`: `local_runner._worker_func` and `EvaluatorConfig._normalized` (private);
@@ -15,9 +17,10 @@ says what it relies on and why it is needed, so a TVM upgrade is checked here fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -47,6 +50,39 @@ def import_tensor_intrin() -> None:
         import tvm.s_tir.tensor_intrin  # noqa: F401
     finally:
         inspect.getmodule = original
+
+
+def _initialize_worker(user_initializer: Callable[[], None] | None = None) -> None:
+    """A LocalBuilder worker's initializer: the tensor intrinsics the fast way, then the user's own."""
+    import_tensor_intrin()
+    if user_initializer is not None:
+        user_initializer()
+
+
+def initialize_builder_workers() -> None:
+    """Make MetaSchedule's LocalBuilder work on a small machine, as `tune_relax` creates it by default.
+
+    TVM 0.27's `default_build` imports tvm.s_tir.tensor_intrin inside each worker's timed build; a fresh
+    worker takes 42 s for it here with torch installed (tvm_ffi imports torch, and the import's cost grows
+    with sys.modules) and 22 s without, against LocalBuilder's 30 s timeout, so every build of a plain
+    `tune_relax` call times out, novagen's tasks or not.  This wraps LocalBuilder's constructor so its
+    workers run `import_tensor_intrin` (seconds) as their initializer, which PopenPool runs untimed; a
+    user's own initializer still runs after it.  Idempotent."""
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
+
+    inner = LocalBuilder._cls
+    if getattr(inner.__init__, "novagen_wrapped", False):
+        return
+    original = inner.__init__
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, initializer: Callable[[], None] | None = None, **kwargs: Any) -> None:
+        if initializer is not import_tensor_intrin:
+            initializer = functools.partial(_initialize_worker, initializer)
+        original(self, *args, initializer=initializer, **kwargs)
+
+    __init__.novagen_wrapped = True  # type: ignore[attr-defined]
+    inner.__init__ = __init__
 
 
 def in_process_builder() -> Any:
