@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,7 +75,9 @@ def import_model(source: Any, input_shape: Sequence[int] | None = None) -> tuple
                        ".pt2 or .onnx file")
     from tvm.relax.frontend.torch import from_exported_program
 
-    return detach_params(from_exported_program(source, keep_params_as_input=True))
+    with warnings.catch_warnings():  # torch 2.13's decompositions, which TVM runs, warn about torch's own pytree
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        return detach_params(from_exported_program(source, keep_params_as_input=True))
 
 
 def legalize_steps(target: Any = "llvm") -> list[Any]:
@@ -194,7 +197,7 @@ def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int
     legal = legalized(model.mod, tgt)
     tasks = [t for t in ms.relax_integration.extract_tasks(legal, tgt)
              if not t.dispatched[0]["main"].attrs.get("tirx.is_scheduled", False)]
-    work_dir = str(Path(db) / "logs")
+    work_dir = str(db)  # MetaSchedule writes its logs to work_dir/logs
 
     def run(group: list[Any], budget: int, database: Any) -> None:
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(group, work_dir, seed=seed)

@@ -185,7 +185,7 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
                                                                                           max_fail_count=2)
             try:
                 with quiet_console():
-                    ms.tune_tir(mod, tgt, str(folder / "logs"), max_trials_global=todo,
+                    ms.tune_tir(mod, tgt, str(folder), max_trials_global=todo,
                                 num_trials_per_iter=min(trials_per_iter, todo), builder=builder, runner=run,
                                 database=database, seed=seed, num_tuning_cores=1, space="post-order-apply",
                                 strategy=strategy)
