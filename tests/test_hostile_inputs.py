@@ -242,10 +242,16 @@ def test_any_layer_text_is_answered_quickly(capsys, text):
 # streams and the Python API
 
 
-def test_stdout_errors_and_closed_pipes(tmp_path):
+@pytest.mark.parametrize("unbuffered", [True, False])
+def test_stdout_errors_and_closed_pipes(tmp_path, unbuffered):
+    """A full disk is one line on stderr whether stdout is unbuffered (the write fails) or, as it is by
+    default when redirected, block-buffered (only the final flush fails)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     with open("/dev/full", "w") as sink:
         full = subprocess.run([sys.executable, "-m", "novagen", "show", "F(2,3)", "--json"], stdout=sink,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True, env=env)
     assert full.returncode == 2 and full.stderr.count("\n") == 1 and "No space left" in full.stderr
     piped = subprocess.run(f"{sys.executable} -m novagen catalog | head -c 10", shell=True, capture_output=True,
                            text=True)

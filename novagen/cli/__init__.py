@@ -80,8 +80,11 @@ def _quiet_stdout() -> None:
 def main() -> None:
     code = run()
     try:
-        sys.stdout.flush()
-    except OSError:
+        sys.stdout.flush()  # a redirected stdout is block-buffered: the last write can fail only here
+    except BrokenPipeError:
         _quiet_stdout()
-        code = code or 2
+        code = code or 141
+    except OSError as exc:
+        _quiet_stdout()
+        code = code or _fail(f"cannot write the output: {exc.strerror or exc}", 2)
     sys.exit(code)
