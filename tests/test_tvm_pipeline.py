@@ -534,12 +534,35 @@ def test_tune_model_measures_each_novagen_space_once_then_tvms_tasks(tmp_path):
     trials = -(-4 * size // 3) + 8  # three quarters of it hold novagen's space; TVM's tasks get the rest
     tuned = nt.tune_model(prepared, "llvm", tmp_path / "db", trials=trials)
     assert trials <= tuned.new_trials <= trials + 16  # TVM's scheduler may finish a round of 8 per task
+    assert tuned.records == tuned.new_trials  # what the database holds, not the budget
     from novagen.backends.tvm.tuning import open_database
 
     db = open_database(tmp_path / "db")
     task = next(t for t in tasks if t.task_name == name)
     assert len(db.get_top_k(db.commit_workload(task.dispatched[0]), 10 * size)) == size
     again = nt.tune_model(prepared, "llvm", tmp_path / "db", trials=trials)
-    assert again.new_trials == 0
+    assert again.new_trials == 0 and again.records == tuned.records
     assert _close(nt.run_model(nt.compile_model(tuned, "llvm", tmp_path / "db"), x.numpy()),
                   model(x).detach().numpy()) < 1e-4
+
+
+@pytest.mark.slow
+def test_tune_model_command_reports_what_the_database_holds(tmp_path, capsys, monkeypatch):
+    """`novagen tune-model model.pt2 --input ... --trials N --db db/` as the README gives it: the JSON names
+    the rewrite and the records; run again, it resumes (no new trial) and says so in one line."""
+    import json
+
+    from novagen.cli import run
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 12, 12)
+    torch.export.save(torch.export.export(HeadNet().eval(), (x,)), str(tmp_path / "model.pt2"))
+    monkeypatch.chdir(tmp_path)
+    assert run(["tune-model", "model.pt2", "--input", "1,8,12,12", "--trials", "40", "--db", "db/", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["trials"] == 40 and doc["records"] == doc["new_trials"] >= 40 and len(doc["tasks"]) >= 2
+    assert [r["shape"] for r in doc["rewritten"]] == [[1, 8, 12, 12, 16]]
+    assert (tmp_path / "db" / "logs").is_dir() and not (tmp_path / "db" / "logs" / "logs").exists()
+    assert run(["tune-model", "model.pt2", "--input", "1,8,12,12", "--trials", "40", "--db", "db/"]) == 0
+    out = capsys.readouterr().out
+    assert f"0 new trials ({doc['records']} in the database, --trials 40)" in " ".join(out.split())

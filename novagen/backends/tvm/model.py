@@ -120,7 +120,8 @@ def working_database(folder: str | os.PathLike[str]) -> Iterator[Any]:
 @dataclass
 class TunedModel:
     """A model prepared for TVM: the module to compile (convolutions rewritten when `algorithm` was given),
-    the rewrite report, and the tuning run (database folder, trials, seconds)."""
+    the rewrite report, and the tuning run (database folder, trial budget, new trials, seconds, and the
+    records the database holds after it: MetaSchedule's last round can pass the budget by a few)."""
 
     mod: Any
     report: Any = None
@@ -129,6 +130,7 @@ class TunedModel:
     new_trials: int = 0
     seconds: float = 0.0
     tasks: list[str] = field(default_factory=list)
+    records: int = 0
 
 
 def for_inference(mod: Any, params: Any) -> Any:
@@ -221,8 +223,9 @@ def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int
         if (left := trials - len(database)) > 0 and theirs:
             run(theirs, left, database)
         new = len(database) - before
+        records = len(database)
     return TunedModel(model.mod, model.report, str(db), trials, new, time.monotonic() - start,
-                      [t.task_name for t in tasks])
+                      [t.task_name for t in tasks], records)
 
 
 def scheduled(mod: Any, target: Any = "llvm", database: Any = None) -> Any:
