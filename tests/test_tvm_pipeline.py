@@ -248,6 +248,7 @@ def test_tune_relax_as_the_user_calls_it(tmp_path):
     assert _close(_run(ex, x), model(x).detach().numpy()) < 1e-4
 
 
+@pytest.mark.slow
 def test_local_builder_workers_run_the_users_initializer_too(tmp_path):
     """novagen's worker initializer (the fast tensor-intrinsics import) comes first; the user's still runs."""
     from tvm.s_tir import meta_schedule as ms
