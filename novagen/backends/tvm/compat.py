@@ -5,8 +5,9 @@ Written against apache-tvm 0.27.0 with apache-tvm-ffi 0.1.14 (0.1.15.post2 segfa
 says what it relies on and why it is needed, so a TVM upgrade is checked here first:
 
 - `import_tensor_intrin`: patches `inspect.getmodule` during one import (TVM 0.27: 46 s -> 6 s);
-- `initialize_builder_workers`: wraps `LocalBuilder._cls.__init__` (the class inside TVM's `derived_object`)
-  so its workers import the tensor intrinsics before their first build, outside the build timeout;
+- `fast_tensor_intrinsics`: wraps `TuneContext.__init__` and `LocalBuilder._cls.__init__` (the class inside
+  TVM's `derived_object`) so both import the tensor intrinsics the fast way, LocalBuilder's workers before
+  their first build, outside the build timeout;
 - `in_process_builder`: MetaSchedule's `local_builder.default_build` / `default_export` (module-level
   helpers of LocalBuilder, not exported);
 - `in_process_runner`: `local_runner._worker_func` and `EvaluatorConfig._normalized` (private);
@@ -59,30 +60,44 @@ def _initialize_worker(user_initializer: Callable[[], None] | None = None) -> No
         user_initializer()
 
 
-def initialize_builder_workers() -> None:
-    """Make MetaSchedule's LocalBuilder work on a small machine, as `tune_relax` creates it by default.
+def fast_tensor_intrinsics() -> None:
+    """Import TVM's tensor intrinsics the fast way wherever MetaSchedule imports them, so a plain `tune_relax`
+    works on a small machine.
 
-    TVM 0.27's `default_build` imports tvm.s_tir.tensor_intrin inside each worker's timed build; a fresh
-    worker takes 42 s for it here with torch installed (tvm_ffi imports torch, and the import's cost grows
-    with sys.modules) and 22 s without, against LocalBuilder's 30 s timeout, so every build of a plain
-    `tune_relax` call times out, novagen's tasks or not.  This wraps LocalBuilder's constructor so its
-    workers run `import_tensor_intrin` (seconds) as their initializer, which PopenPool runs untimed; a
-    user's own initializer still runs after it.  Idempotent."""
+    TVM 0.27 imports tvm.s_tir.tensor_intrin in TuneContext's constructor (this process) and inside each
+    LocalBuilder worker's timed build.  A fresh process takes 42 s for it here with torch installed (tvm_ffi
+    imports torch, and the import's cost grows with sys.modules) and 22 s without, against LocalBuilder's 30 s
+    timeout, so every build of a plain `tune_relax` timed out, novagen's tasks or not.  This wraps both
+    constructors (LocalBuilder's inner class, inside TVM's `derived_object`): TuneContext imports them with
+    `import_tensor_intrin` first (6 s, once), and LocalBuilder's workers run it as their initializer, which
+    PopenPool runs untimed, before a user's own initializer.  Idempotent."""
+    from tvm.s_tir.meta_schedule import TuneContext
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
-    inner = LocalBuilder._cls
-    if getattr(inner.__init__, "novagen_wrapped", False):
-        return
-    original = inner.__init__
+    def wrap(cls: Any, before: Callable[..., tuple[tuple, dict]]) -> None:
+        original = cls.__init__
+        if getattr(original, "novagen_wrapped", False):
+            return
 
-    @functools.wraps(original)
-    def __init__(self: Any, *args: Any, initializer: Callable[[], None] | None = None, **kwargs: Any) -> None:
+        @functools.wraps(original)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            args, kwargs = before(*args, **kwargs)
+            original(self, *args, **kwargs)
+
+        __init__.novagen_wrapped = True  # type: ignore[attr-defined]
+        cls.__init__ = __init__
+
+    def builder_args(*args: Any, initializer: Callable[[], None] | None = None, **kwargs: Any) -> tuple[tuple, dict]:
         if initializer is not import_tensor_intrin:
             initializer = functools.partial(_initialize_worker, initializer)
-        original(self, *args, initializer=initializer, **kwargs)
+        return args, {**kwargs, "initializer": initializer}
 
-    __init__.novagen_wrapped = True  # type: ignore[attr-defined]
-    inner.__init__ = __init__
+    def context_args(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+        import_tensor_intrin()
+        return args, kwargs
+
+    wrap(LocalBuilder._cls, builder_args)
+    wrap(TuneContext, context_args)
 
 
 def in_process_builder() -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from novagen.backends.tvm.compat import initialize_builder_workers
+from novagen.backends.tvm.compat import fast_tensor_intrinsics
 from novagen.backends.tvm.compute import conv2d_compute, direct_compute
 from novagen.backends.tvm.spec import (
     DIRECT_ANNOTATION,
@@ -129,10 +129,10 @@ def _finished(sch: Any) -> Any:
 
 def register_rules() -> None:
     """Register novagen's schedule rule with MetaSchedule for CPUs (target key cpu: llvm) and NVIDIA GPUs
-    (cuda), and let TVM's default LocalBuilder build within its timeout (`compat.initialize_builder_workers`);
+    (cuda), and let TVM's default LocalBuilder build within its timeout (`compat.fast_tensor_intrinsics`);
     importing novagen.tvm does it, and so does building any Winograd function."""
     tvm = load_tvm()
-    initialize_builder_workers()
+    fast_tensor_intrinsics()
     for key, rule, direct_rule in (("cpu", _cpu_rule, _direct_cpu_rule), ("cuda", _cuda_rule, _direct_cuda_rule)):
         tvm.register_global_func(f"s_tir.meta_schedule.{key}.{RULE}", rule, override=True)
         tvm.register_global_func(f"s_tir.meta_schedule.{key}.{DIRECT_RULE}", direct_rule, override=True)
