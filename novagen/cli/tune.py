@@ -74,17 +74,15 @@ def tune_model_cmd(
         bar.update(task, description=f"tuning {trials} trials into {db}")
         tuned = M.tune(prepared, "llvm", db, trials, seed)
     doc = {"model": str(model), "db": tuned.db, "trials": tuned.trials, "new_trials": tuned.new_trials,
-           "records": tuned.records,
-           "seconds": round(tuned.seconds, 1), "tasks": tuned.tasks,
+           "records": tuned.records, "seconds": round(tuned.seconds, 1), "tasks": tuned.tasks,
            "rewritten": [] if tuned.report is None else list(tuned.report.rewritten),
            "left": [] if tuned.report is None else list(tuned.report.skipped)}
     if as_json:
         print_json(doc)
         return
     console = out()
-    console.print(f"{model}: {len(tuned.tasks)} tasks, {tuned.new_trials} new trials ({tuned.records} in the database, "
-                  f"--trials {tuned.trials}) in "
-                  f"{tuned.seconds:.0f} s, database {tuned.db}")
+    console.print(f"{model}: {len(tuned.tasks)} tasks, {tuned.new_trials} new trials ({tuned.records} in the "
+                  f"database, --trials {tuned.trials}) in {tuned.seconds:.0f} s, database {tuned.db}")
     if tuned.report is not None:
         console.print(str(tuned.report))
 

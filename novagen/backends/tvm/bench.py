@@ -163,9 +163,9 @@ def bench_model(name: str, trials: int, db: str | os.PathLike[str], repeats: int
     from novagen.models import example_input, imagenet_model
 
     load_tvm()
-    gpu = target == "cuda"
     if target not in ("llvm", "cuda"):
         raise TVMError(f"bench_model target '{target}' is not known: use llvm or cuda")
+    gpu = target == "cuda"
     tgt = gpu_target() if gpu else host_target()
     threads = whole("--threads", threads, 1, 4096) if threads is not None else os.cpu_count() or 1
     torch.set_num_threads(threads)

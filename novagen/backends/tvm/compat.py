@@ -88,9 +88,7 @@ def fast_tensor_intrinsics() -> None:
         cls.__init__ = __init__
 
     def builder_args(*args: Any, initializer: Callable[[], None] | None = None, **kwargs: Any) -> tuple[tuple, dict]:
-        if initializer is not import_tensor_intrin:
-            initializer = functools.partial(_initialize_worker, initializer)
-        return args, {**kwargs, "initializer": initializer}
+        return args, {**kwargs, "initializer": functools.partial(_initialize_worker, initializer)}
 
     def context_args(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         import_tensor_intrin()

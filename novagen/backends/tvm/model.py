@@ -222,9 +222,8 @@ def tune(model: TunedModel, target: Any, db: str | os.PathLike[str], trials: int
                 ours_budget -= budget
         if (left := trials - len(database)) > 0 and theirs:
             run(theirs, left, database)
-        new = len(database) - before
         records = len(database)
-    return TunedModel(model.mod, model.report, str(db), trials, new, time.monotonic() - start,
+    return TunedModel(model.mod, model.report, str(db), trials, records - before, time.monotonic() - start,
                       [t.task_name for t in tasks], records)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from novagen.backends.tvm.compat import (
     drop_unnamed_handlers,
+    fast_tensor_intrinsics,
     import_tensor_intrin,
     in_process_builder,
     in_process_runner,
@@ -157,13 +158,12 @@ def tune(alg: Any, layer: Sequence[int] | str, db: str | os.PathLike[str], trial
     mod, name = tuning_workload(alg, layer, padding, dtype, layout)
     tgt = resolve_target(target)
     folder = checked_database(db)
-    import_tensor_intrin()  # MetaSchedule's TuneContext imports it; this way it takes seconds, not a minute
+    fast_tensor_intrinsics()  # TuneContext and LocalBuilder's workers import them in seconds, not a minute
     before = len(records(open_database(folder), mod))
     todo = trials - before
     if todo > 0:
         if builder is None:
-            builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=build_timeout,
-                                              initializer=import_tensor_intrin)
+            builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=build_timeout)
         elif builder == "in-process":
             builder = in_process_builder()
         if runner == "in-process":
