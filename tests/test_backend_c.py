@@ -135,14 +135,19 @@ def test_output_row_buffer_and_direct_stores_agree():
 
 
 @pytest.mark.parametrize("name", ["F(4,3)/best", "F(6,3)/best", "F(7,3)/best"])
-def test_row_wise_transforms_on_both_paths(name):
-    """Channel pairs (16 channels) go through the transforms one window row and one output row at a time:
-    inside the input (loads and an in-register transpose; alpha = 9 gathers its ninth column), at its edges
-    (clipped rows), then into the row buffer (per-thread path) or straight to NCHW (blocked path, tile block
-    set).  With interior and ragged tiles, a third channel block in and out, bias and ReLU, both paths match
-    the float64 correlation."""
+@pytest.mark.parametrize("isa", ["native", "avx2", "portable"])
+def test_row_wise_transforms_on_both_paths(name, isa):
+    """The transforms go one window row and one output row at a time, on channel pairs (16 channels, AVX-512)
+    or single blocks (8): inside the input (loads and an in-register transpose; alpha = 9 gathers its ninth
+    column on AVX-512), at its edges (clipped rows), then into the row buffer (per-thread path) or straight to
+    NCHW (blocked path, tile block set).  With interior and ragged tiles, a third channel block in and out,
+    bias and ReLU, both paths match the float64 correlation, built for this machine, for AVX2 and with no
+    vector ISA."""
     import ctypes
 
+    from novagen.backends.c import FLAGS
+
+    extra = {"native": (), "avx2": ("-mno-avx512f",), "portable": ("-mno-avx512f", "-mno-avx2", "-mno-fma")}[isa]
     alg = novagen.algorithm(name)
     rng = np.random.default_rng(5)
     n, c, h, w, k = 2, 40, 23, 30, 40
@@ -151,7 +156,7 @@ def test_row_wise_transforms_on_both_paths(name):
     b = rng.standard_normal(k).astype(np.float32)
     ref = np.maximum(correlate_direct(x, wt, 1) + b[None, :, None, None], 0)
     for tile_block in (0, 16):
-        kernel = novagen.compile(alg, padding=1, relu=True, threads=2, tile_block=tile_block)
+        kernel = novagen.compile(alg, padding=1, relu=True, threads=2, tile_block=tile_block, flags=FLAGS + extra)
         assert rel_err(kernel(x, wt, b), ref) < TOL[alg.alpha]
         assert (kernel._fn("local_chunk")(ctypes.byref(kernel._shape)) > 0) == (tile_block == 0)
 
