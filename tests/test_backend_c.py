@@ -137,12 +137,12 @@ def test_output_row_buffer_and_direct_stores_agree():
 @pytest.mark.parametrize("name", ["F(4,3)/best", "F(6,3)/best", "F(7,3)/best"])
 @pytest.mark.parametrize("isa", ["native", "avx2", "portable"])
 def test_row_wise_transforms_on_both_paths(name, isa):
-    """The transforms go one window row and one output row at a time, on channel pairs (16 channels, AVX-512)
-    or single blocks (8): inside the input (loads and an in-register transpose; alpha = 9 gathers its ninth
-    column on AVX-512), at its edges (clipped rows), then into the row buffer (per-thread path) or straight to
-    NCHW (blocked path, tile block set).  With interior and ragged tiles, a third channel block in and out,
-    bias and ReLU, both paths match the float64 correlation, built for this machine, for AVX2 and with no
-    vector ISA."""
+    """With AVX-512 the transforms go one window row and one output row at a time on channel pairs (16
+    channels): inside the input (loads and an in-register transpose; alpha = 9 gathers its ninth column), at
+    its edges (clipped, masked loads), then into the row buffer (per-thread path) or straight to NCHW (blocked
+    path, tile block set); a third channel block alone, and builds for AVX2 or no vector ISA, take the
+    whole-tile transforms.  With interior and ragged tiles, bias and ReLU, every build and both paths match the
+    float64 correlation."""
     import ctypes
 
     from novagen.backends.c import FLAGS
